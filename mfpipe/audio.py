@@ -1,0 +1,268 @@
+"""Audio decode shared by the stages: soundfile first, ffmpeg for what libsndfile lacks.
+
+Stages never import each other, so the one decode path lives here. Sources may
+be local paths or fsspec URLs; remote files are read through fsspec (soundfile
+reads file objects; ffmpeg gets a local temporary copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+import numpy as np
+import soundfile as sf
+import soxr
+
+BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz: bounded memory for any file length
+
+
+class AudioError(Exception):
+    """A file that cannot be used as audio. `kind` is the short reject class."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class AudioScan:
+    """What a full streaming decode of a file tells: real length, format, level."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+    format: str
+    subtype: str | None
+    peak: float
+    decoder: str
+    header_frames: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def peak_dbfs(self) -> float:
+        return 20.0 * math.log10(self.peak) if self.peak > 0 else -math.inf
+
+
+def is_local(source: str) -> bool:
+    return "://" not in source or source.startswith("file://")
+
+
+def local_path(source: str) -> str:
+    return source[len("file://"):] if source.startswith("file://") else source
+
+
+@contextlib.contextmanager
+def _open_binary(source: str):
+    if is_local(source):
+        with open(local_path(source), "rb") as fh:
+            yield fh
+    else:
+        with fsspec.open(source, "rb") as fh:
+            yield fh
+
+
+@contextlib.contextmanager
+def _open_sound(source: str):
+    """A soundfile handle; local paths go straight to libsndfile (no Python I/O callbacks)."""
+    if is_local(source):
+        with sf.SoundFile(local_path(source)) as snd:
+            yield snd
+    else:
+        with fsspec.open(source, "rb") as fh, sf.SoundFile(fh) as snd:
+            yield snd
+
+
+def file_size(source: str) -> int:
+    if is_local(source):
+        return Path(local_path(source)).stat().st_size
+    fs, path = fsspec.core.url_to_fs(source)
+    return int(fs.size(path))
+
+
+def sha256_file(source: str, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with _open_binary(source) as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _local_copy(source: str) -> Iterator[str]:
+    """A local path for tools that need one (ffmpeg); remote files are copied once."""
+    if is_local(source):
+        yield local_path(source)
+        return
+    suffix = Path(source).suffix
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        with fsspec.open(source, "rb") as src:
+            shutil.copyfileobj(src, tmp)
+        tmp.flush()
+        yield tmp.name
+
+
+def ffmpeg_available(binary: str = "ffmpeg") -> bool:
+    return shutil.which(binary) is not None
+
+
+# ---------------------------------------------------------------- scanning ---
+
+
+def _scan_soundfile(source: str) -> AudioScan:
+    with _open_sound(source) as snd:
+        header_frames = snd.frames if snd.frames and snd.frames > 0 else None
+        peak = 0.0
+        frames = 0
+        nonfinite = False
+        for block in snd.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+            frames += block.shape[0]
+            if not np.isfinite(block).all():
+                nonfinite = True
+                block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+            if block.size:
+                peak = max(peak, float(np.abs(block).max()))
+        scan = AudioScan(
+            frames=frames,
+            sample_rate=int(snd.samplerate),
+            channels=int(snd.channels),
+            format=str(snd.format),
+            subtype=str(snd.subtype) if snd.subtype else None,
+            peak=peak,
+            decoder="soundfile",
+            header_frames=header_frames,
+        )
+    if nonfinite:
+        scan.warnings.append("non-finite samples (NaN/Inf) replaced by 0 when measuring")
+    return scan
+
+
+def _ffprobe(path: str, ffprobe: str) -> dict:
+    out = subprocess.run(
+        [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+         "stream=sample_rate,channels,codec_name,duration:format=format_name,duration",
+         "-of", "json", path],
+        capture_output=True, text=True, timeout=120,
+    )
+    if out.returncode != 0:
+        detail = out.stderr.strip().replace(f"{path}: ", "")[:200] or "unknown error"
+        raise AudioError("not_audio", f"ffmpeg: {detail}")
+    info = json.loads(out.stdout or "{}")
+    streams = info.get("streams") or []
+    if not streams:
+        raise AudioError("not_audio", "the file has no audio stream")
+    return {"stream": streams[0], "format": info.get("format", {})}
+
+
+def _ffmpeg_decode_cmd(ffmpeg: str, path: str, channels: int | None, rate: int | None) -> list[str]:
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le"]
+    if channels:
+        cmd += ["-ac", str(channels)]
+    if rate:
+        cmd += ["-ar", str(rate)]
+    return cmd + ["-"]
+
+
+def _scan_ffmpeg(source: str, ffmpeg: str) -> AudioScan:
+    ffprobe = str(Path(shutil.which(ffmpeg) or ffmpeg).with_name("ffprobe"))
+    with _local_copy(source) as path:
+        info = _ffprobe(path, ffprobe)
+        stream = info["stream"]
+        rate = int(stream.get("sample_rate") or 0)
+        channels = int(stream.get("channels") or 0)
+        if rate <= 0 or channels <= 0:
+            raise AudioError("not_audio", "ffprobe found no usable sample rate / channel count")
+        proc = subprocess.Popen(_ffmpeg_decode_cmd(ffmpeg, path, channels, None),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        peak, samples = 0.0, 0
+        bytes_per_block = BLOCK_FRAMES * channels * 4
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(bytes_per_block):
+            usable = len(chunk) - len(chunk) % 4
+            block = np.frombuffer(chunk[:usable], dtype="<f4")
+            samples += block.size
+            if block.size:
+                peak = max(peak, float(np.abs(np.nan_to_num(block)).max()))
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.wait() != 0:
+            raise AudioError("decode_error", f"ffmpeg failed to decode it: {stderr.strip()[:200]}")
+    duration = float(stream.get("duration") or info["format"].get("duration") or 0.0)
+    scan = AudioScan(
+        frames=samples // channels,
+        sample_rate=rate,
+        channels=channels,
+        format=(info["format"].get("format_name") or "unknown").split(",")[0].upper(),
+        subtype=stream.get("codec_name"),
+        peak=peak,
+        decoder="ffmpeg",
+        header_frames=int(round(duration * rate)) if duration > 0 else None,
+    )
+    if stderr.strip():
+        scan.warnings.append(f"ffmpeg: {stderr.strip().splitlines()[-1][:160]}")
+    return scan
+
+
+def scan_audio(source: str, ffmpeg: str = "ffmpeg") -> AudioScan:
+    """Decode the whole file in bounded blocks; raise AudioError when it is not usable audio."""
+    try:
+        return _scan_soundfile(source)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as sf_exc:
+        sf_message = str(sf_exc)
+    if ffmpeg_available(ffmpeg):
+        try:
+            return _scan_ffmpeg(source, ffmpeg)
+        except AudioError as exc:
+            raise AudioError(exc.kind, f"not decodable audio: libsndfile: {sf_message}; {exc.message}") from None
+    raise AudioError(
+        "not_audio",
+        f"libsndfile cannot decode it ({sf_message}) and ffmpeg is not installed for other formats",
+    )
+
+
+# ---------------------------------------------------------------- loading ---
+
+
+def load_mono(source: str, sample_rate: int, max_seconds: float | None = None,
+              ffmpeg: str = "ffmpeg") -> np.ndarray:
+    """Decode to float32 mono at `sample_rate` (soxr resampling), at most `max_seconds`."""
+    try:
+        with _open_sound(source) as snd:
+            rate = int(snd.samplerate)
+            limit = int(max_seconds * rate) if max_seconds else -1
+            data = snd.read(frames=limit, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        if not ffmpeg_available(ffmpeg):
+            raise AudioError("not_audio", "libsndfile cannot decode it and ffmpeg is not installed") from None
+        return _load_ffmpeg(source, sample_rate, max_seconds, ffmpeg)
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _load_ffmpeg(source: str, sample_rate: int, max_seconds: float | None, ffmpeg: str) -> np.ndarray:
+    with _local_copy(source) as path:
+        cmd = _ffmpeg_decode_cmd(ffmpeg, path, 1, sample_rate)
+        if max_seconds:
+            cmd = cmd[:-1] + ["-t", f"{max_seconds:.3f}", "-"]
+        out = subprocess.run(cmd, capture_output=True, timeout=3600)
+    if out.returncode != 0:
+        raise AudioError("decode_error", f"ffmpeg failed to decode it: {out.stderr.decode(errors='replace')[:200]}")
+    usable = len(out.stdout) - len(out.stdout) % 4
+    return np.frombuffer(out.stdout[:usable], dtype="<f4").copy()

@@ -1,0 +1,210 @@
+"""One YAML config, validated by pydantic; profiles, `--set` overrides, a stable hash.
+
+Resolution order (later wins): field defaults < profile file
+(`pipeline/profiles/<profile>.yaml`) < the user's YAML < `--set key=value`.
+`profile: auto` becomes `production` when a GPU is visible, else `cpu`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says why."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(Section):
+    """What one worker of a stage asks Ray for."""
+
+    cpus: float = Field(1.0, ge=0)
+    gpus: float = Field(0.0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    # Actor-pool size. None: as many workers as the cluster's CPUs (or GPUs) allow.
+    concurrency: int | None = Field(None, ge=1)
+
+
+class StageSection(Section):
+    resources: Resources = Field(default_factory=Resources)
+
+
+class IngestConfig(StageSection):
+    window_s: float = Field(30.0, gt=0)  # Music Flamingo reads 30 s windows
+    max_duration_s: float = Field(1200.0, gt=0)  # ...and at most 40 of them; the rest is truncated
+    min_duration_s: float = Field(1.0, ge=0)
+    silence_dbfs: float = -60.0  # a file whose peak stays below this is rejected as silent
+    extensions: list[str] = Field(
+        default_factory=lambda: [
+            ".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff",
+            ".m4a", ".aac", ".wma", ".webm", ".mka",
+        ]
+    )
+    ffmpeg: str = "ffmpeg"  # used, when installed, for formats libsndfile cannot read
+
+
+class RunConfig(Section):
+    """How a run executes. Not part of the config hash: it never changes the data."""
+
+    shard_max_rows: int = Field(2000, ge=1)
+    shard_max_mb: float = Field(128.0, gt=0)
+    # Flush a partial shard after this long, so a killed run loses at most this much work.
+    flush_seconds: float = Field(60.0, gt=0)
+    ray_address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only; None = all cores
+    object_store_mb: int | None = Field(None, ge=64)  # local Ray only
+    dashboard: bool = False  # local Ray only; bound to 127.0.0.1 when on
+    # Upstream outputs up to this many rows are joined on the driver; larger ones with
+    # Ray Data's distributed hash join (which costs seconds of fixed overhead per join).
+    driver_join_max_rows: int = Field(500_000, ge=0)
+    # Fail at once when the cluster lacks what a stage declares (Ray would wait forever).
+    # Turn off on autoscaling clusters whose GPU nodes appear on demand.
+    fail_fast_on_resources: bool = True
+
+
+class PipelineConfig(Section):
+    profile: Literal["auto", "cpu", "production"] = "auto"
+    run: RunConfig = Field(default_factory=RunConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+    def stage_section(self, stage: str) -> StageSection | None:
+        section = getattr(self, stage, None)
+        return section if isinstance(section, StageSection) else None
+
+    def content_hash(self) -> str:
+        """Hash of everything that can change the data (the `run` section cannot)."""
+        payload = self.model_dump(mode="json", exclude={"run"})
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def gpu_present() -> bool:
+    """True when an NVIDIA GPU is visible here (no torch import: it is slow)."""
+    if Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir()):
+        return True
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def _profile_overrides(profile: str) -> dict[str, Any]:
+    text = resources.files("mfpipe.pipeline").joinpath("profiles", f"{profile}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.append(path)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_known_keys(ann, path + "."))
+    return keys
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` → (["a","b","c"], value parsed as a YAML scalar/list/map)."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    known = _known_keys(PipelineConfig)
+    # Every prefix must name a field; say which one does not, and what was meant.
+    if key not in known and not any(k.startswith(key + ".") for k in known):
+        close = difflib.get_close_matches(key, known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown config key {key!r}{hint}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse value of {key}: {exc}") from exc
+    return key.split("."), value
+
+
+def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[path[-1]] = value
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"  {loc}: {err['msg']}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    detect_gpu=gpu_present,
+) -> PipelineConfig:
+    """Resolve defaults < profile < file < overrides into one validated config."""
+    user: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            user = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(user, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    for item in overrides or []:
+        key_path, value = parse_override(item)
+        _apply(user, key_path, value)
+
+    profile = user.get("profile", "auto")
+    if profile == "auto":
+        profile = "production" if detect_gpu() else "cpu"
+    if profile not in ("cpu", "production"):
+        raise ConfigError(f"profile must be auto, cpu or production, got {profile!r}")
+    merged = _deep_merge(_profile_overrides(profile), user)
+    merged["profile"] = profile
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None

@@ -1,0 +1,73 @@
+"""Local models for the cpu profile: built once by `mfpipe models prepare`, never downloaded.
+
+Backends register a builder with `@preparer(name, profiles=("cpu",))`. A builder
+gets the models folder and returns the path it made (and must skip work that is
+already done). The folder is `$MFPIPE_MODELS`, else `.cache/models` under the
+current directory's project root.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+Builder = Callable[[Path], Path]
+
+
+@dataclass(frozen=True)
+class Preparer:
+    name: str
+    build: Builder
+    profiles: tuple[str, ...]
+    about: str
+
+
+_PREPARERS: dict[str, Preparer] = {}
+
+
+def preparer(name: str, *, profiles: tuple[str, ...] = ("cpu",), about: str = "") -> Callable[[Builder], Builder]:
+    def wrap(fn: Builder) -> Builder:
+        doc_line = (fn.__doc__ or "").strip().split("\n", 1)[0]
+        _PREPARERS[name] = Preparer(name, fn, profiles, about or doc_line)
+        return fn
+
+    return wrap
+
+
+def preparers() -> dict[str, Preparer]:
+    package = importlib.import_module("mfpipe.backends")
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"mfpipe.backends.{info.name}")
+    return dict(_PREPARERS)
+
+
+def models_dir() -> Path:
+    env = os.environ.get("MFPIPE_MODELS")
+    if env:
+        return Path(env).expanduser().resolve()
+    # The project checkout when installed editable; else the current directory.
+    here = Path(__file__).resolve().parent.parent
+    root = here if (here / "pyproject.toml").is_file() else Path.cwd()
+    return root / ".cache" / "models"
+
+
+def model_path(name: str) -> Path:
+    """Where the builder named `name` puts its model (used by config defaults)."""
+    return models_dir() / name
+
+
+def prepare(profile: str = "cpu", only: list[str] | None = None) -> dict[str, Path]:
+    root = models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for name, prep in sorted(preparers().items()):
+        if only and name not in only:
+            continue
+        if profile not in prep.profiles and not only:
+            continue
+        made[name] = prep.build(root)
+    return made

@@ -1,0 +1,75 @@
+"""Records every stage shares: the song key, provenance, rejects."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Record(BaseModel):
+    """Base of every record written to Parquet: strict field names, no extras."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolVersion(Record):
+    name: str
+    version: str
+
+
+class ModelRef(Record):
+    role: str
+    name: str
+    revision: str | None = None
+    # True when the weights are random (cpu profile stand-ins): the text is noise.
+    random_weights: bool = False
+
+
+class PromptRef(Record):
+    id: str
+    version: str
+    sha256: str
+
+
+class Provenance(Record):
+    """Who made a row: stage, code, config, tools, models, prompt, time."""
+
+    stage: str
+    mfpipe_version: str
+    code_rev: str | None = None
+    config_hash: str
+    run_id: str
+    created_at: dt.datetime
+    tools: list[ToolVersion] = Field(default_factory=list)
+    models: list[ModelRef] = Field(default_factory=list)
+    prompt: PromptRef | None = None
+    # JSON text of generation / sampling settings, when a model wrote the row.
+    settings: str | None = None
+    # Things a curator should know about this row (a tool that had nothing to say, a fallback used).
+    notes: list[str] = Field(default_factory=list)
+
+
+class SongRecord(Record):
+    """A stage's output row: one per song, keyed by song_id."""
+
+    song_id: str
+    source: str
+    provenance: Provenance
+
+
+class Reject(Record):
+    """An input a stage could not handle, with a reason a person understands."""
+
+    source: str
+    song_id: str | None = None
+    stage: str
+    error: str  # short machine-friendly class: empty_file, not_audio, duplicate, ...
+    message: str
+    retryable: bool = False  # transient (timeouts, server errors): a rerun tries again
+    run_id: str
+    created_at: dt.datetime

@@ -1,0 +1,111 @@
+"""Ingest: hash, decode and measure every input file; decide what the pipeline works on.
+
+Outcomes, one per input (the README lists them for curators):
+- processed: decodable audio, at least `min_duration_s` long, not silent;
+- truncated + processed: longer than `max_duration_s` (Music Flamingo's 1200 s);
+  later stages use the first `max_duration_s` and the row says so;
+- rejected: empty file, not audio / undecodable, damaged (fewer frames decode
+  than the header promises), too short, silent. Identical bytes under several
+  names are one song: the runner writes the first and rejects the others as
+  `duplicate`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import audio
+from ..pipeline.registry import register
+from ..pipeline.stage import INPUTS, Stage
+from ..schemas import IngestRecord, Reject, ToolVersion
+
+# Frames a decoder may legitimately miss against the header (MP3 padding, encoder delay).
+_HEADER_SLACK_S = 1.0
+_HEADER_SLACK_FRACTION = 0.01
+
+
+@register
+class IngestStage(Stage):
+    name = "ingest"
+    record = IngestRecord
+    requires = (INPUTS,)
+    key = "source"
+    summary = "hash, decode and measure each file; 30 s windows; truncation at 1200 s"
+
+    def setup(self) -> None:
+        self.cfg = self.config.ingest
+        self.ffmpeg = audio.ffmpeg_available(self.cfg.ffmpeg)
+
+    def tool_versions(self) -> list[ToolVersion]:
+        import soundfile
+
+        tools = [ToolVersion(name="soundfile", version=soundfile.__version__),
+                 ToolVersion(name="libsndfile", version=soundfile.__libsndfile_version__)]
+        return tools
+
+    def process_batch(self, rows: list[dict[str, Any]]) -> list[IngestRecord | Reject]:
+        return [self._ingest(row) for row in rows]
+
+    def _ingest(self, row: dict[str, Any]) -> IngestRecord | Reject:
+        source = row["source"]
+        try:
+            size = audio.file_size(source)
+        except FileNotFoundError:
+            return self.reject(row, "missing", "file not found")
+        except OSError as exc:
+            return self.reject(row, "unreadable", f"cannot read the file: {exc}", retryable=True)
+        if size == 0:
+            return self.reject(row, "empty_file", "the file is empty (0 bytes)")
+        song_id = audio.sha256_file(source)
+        row = {**row, "song_id": song_id}
+        try:
+            scan = audio.scan_audio(source, self.cfg.ffmpeg)
+        except audio.AudioError as exc:
+            return self.reject(row, exc.kind, exc.message)
+        return self._judge(row, size, scan)
+
+    def _judge(self, row: dict[str, Any], size: int, scan: audio.AudioScan) -> IngestRecord | Reject:
+        cfg = self.cfg
+        if scan.frames == 0:
+            return self.reject(row, "no_audio", f"{scan.format} file with no audio frames")
+        duration = scan.duration_s
+        if scan.header_frames and scan.decoder == "soundfile":
+            promised = scan.header_frames / scan.sample_rate
+            if promised - duration > max(_HEADER_SLACK_S, _HEADER_SLACK_FRACTION * promised):
+                return self.reject(
+                    row, "damaged",
+                    f"damaged or cut-off file: its header promises {promised:.1f} s "
+                    f"but only {duration:.1f} s decode",
+                )
+        if duration < cfg.min_duration_s:
+            return self.reject(row, "too_short", f"{duration:.2f} s of audio; the minimum is {cfg.min_duration_s:g} s")
+        if scan.peak_dbfs < cfg.silence_dbfs:
+            level = "digital silence" if scan.peak == 0 else f"peak {scan.peak_dbfs:.1f} dBFS"
+            return self.reject(row, "silent", f"the file is silent ({level}; threshold {cfg.silence_dbfs:g} dBFS)")
+        processed = min(duration, cfg.max_duration_s)
+        truncated = duration > cfg.max_duration_s
+        warnings = list(scan.warnings)
+        if truncated:
+            warnings.append(f"truncated: {duration:.1f} s long, only the first {cfg.max_duration_s:g} s are used")
+        if scan.sample_rate < 16000:
+            warnings.append(f"low sample rate ({scan.sample_rate} Hz): upsampled for the models, no content above "
+                            f"{scan.sample_rate // 2} Hz")
+        notes = [f"decoder: {scan.decoder}"]
+        return IngestRecord(
+            song_id=row["song_id"],
+            source=row["source"],
+            provenance=self.provenance(notes=notes),
+            duration_s=round(duration, 4),
+            processed_s=round(processed, 4),
+            truncated=truncated,
+            sample_rate=scan.sample_rate,
+            channels=scan.channels,
+            n_windows=max(1, math.ceil(processed / cfg.window_s - 1e-9)),
+            format=scan.format,
+            subtype=scan.subtype,
+            size_bytes=size,
+            peak_dbfs=round(scan.peak_dbfs, 2),
+            decoder=scan.decoder,
+            warnings=warnings,
+        )
