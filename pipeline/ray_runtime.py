@@ -33,6 +33,9 @@ def init_ray(run: RunConfig, *, address: str | None = None) -> None:
         # is not for our users.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(
+            # "local": always a fresh embedded instance, never a cluster that happens to be
+            # running on this machine (a bare ray.init() would join the latest one).
+            address="local",
             num_cpus=run.num_cpus,
             object_store_memory=run.object_store_mb * 2**20 if run.object_store_mb else None,
             include_dashboard=run.dashboard,
