@@ -2,9 +2,19 @@
 
 from .arrow import arrow_schema, to_table
 from .common import ModelRef, PromptRef, Provenance, Record, Reject, SongRecord, ToolVersion, utc_now
+from .caption import CaptionRecord, CaptionWindow
 from .ingest import IngestRecord
+from .lyrics import LyricsRecord, Word
+from .mir import PITCH_CLASSES, ChordSpan, MirRecord
 
 __all__ = [
+    "PITCH_CLASSES",
+    "CaptionRecord",
+    "CaptionWindow",
+    "ChordSpan",
+    "LyricsRecord",
+    "MirRecord",
+    "Word",
     "IngestRecord",
     "ModelRef",
     "PromptRef",
