@@ -9,9 +9,12 @@ Against one vLLM server and one concurrency limit, it times
 and prints requests/s, generated tokens/s and the ratio stage/raw (target >= 0.9).
 
 Both run with temperature 0, so the server generates the same answers for both.
-The server's prefix cache is reset before every pass (the server runs with
-VLLM_SERVER_DEV_MODE=1 for that), and the passes alternate stage, raw, raw,
-stage, ... so neither path gains from going second.
+One untimed warm-up song first (the server compiles each schema's grammar on
+first use). The server's prefix cache is reset before every pass (the server
+runs with VLLM_SERVER_DEV_MODE=1 for that), and the passes alternate stage,
+raw, raw, stage, ... so neither path gains from going second. Medians are
+reported; on a shared machine the passes vary by tens of percent, so run
+several rounds.
 
     .venv/bin/python bench/llm.py                      # starts the cpu-profile server (SmolLM2)
     .venv/bin/python bench/llm.py --url http://host:8000/v1 --set profile=production --songs 64
@@ -73,6 +76,7 @@ def reset_prefix_cache(root_url: str) -> bool:
 
 def run_stage(stage: SynthesizeStage, rows: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
     stage.llm.max_in_flight = 0
+    cpu = time.process_time()
     started = time.perf_counter()
     results = []
     for i in range(0, len(rows), batch_size):
@@ -81,7 +85,7 @@ def run_stage(stage: SynthesizeStage, rows: list[dict[str, Any]], batch_size: in
     records = [r for r in results if not isinstance(r, Reject)]
     return {"wall": wall, "requests": sum(r.usage.requests for r in records),
             "tokens": sum(r.usage.completion_tokens for r in records), "rejects": len(results) - len(records),
-            "peak": stage.llm.max_in_flight}
+            "peak": stage.llm.max_in_flight, "cpu": time.process_time() - cpu}
 
 
 async def run_raw(url: str, llm: Llm, requests: list[tuple[list, dict, int]], concurrency: int) -> dict[str, Any]:
@@ -97,11 +101,13 @@ async def run_raw(url: str, llm: Llm, requests: list[tuple[list, dict, int]], co
                                                              response_format=fmt, max_tokens=max_tokens, **params)
         tokens += response.usage.completion_tokens
 
+    cpu = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(one(*r) for r in requests))
     wall = time.perf_counter() - started
     await client.close()
-    return {"wall": wall, "requests": len(requests), "tokens": tokens, "rejects": 0, "peak": concurrency}
+    return {"wall": wall, "requests": len(requests), "tokens": tokens, "rejects": 0, "peak": concurrency,
+            "cpu": time.process_time() - cpu}
 
 
 def main() -> None:
@@ -143,6 +149,9 @@ def main() -> None:
         batch = cfg.synthesize.resources.batch_size
         print(f"{len(rows)} songs, {len(requests)} requests, concurrency {cfg.llm.concurrency}, "
               f"stage batch size {batch}, model {cfg.llm.model}", flush=True)
+        # Warm-up, not timed: the server compiles each schema's grammar on first use.
+        warm = [r for r in requests[: len(requests) // len(rows)]]
+        asyncio.run(run_raw(url, stage.llm, warm, cfg.llm.concurrency))
         passes: dict[str, list[dict[str, Any]]] = {"stage": [], "raw": []}
         order = [("stage", "raw") if r % 2 == 0 else ("raw", "stage") for r in range(args.rounds)]
         for kind in [k for pair in order for k in pair]:
@@ -156,7 +165,8 @@ def main() -> None:
             res["tps"] = res["tokens"] / res["wall"]
             passes[kind].append(res)
             print(f"  {kind:5s} {res['wall']:7.1f} s  {res['requests']:4d} requests  {res['rps']:6.3f} req/s  "
-                  f"{res['tps']:7.1f} tok/s  peak in flight {res['peak']}  rejects {res['rejects']}", flush=True)
+                  f"{res['tps']:7.1f} tok/s  client CPU {1000 * res['cpu'] / res['requests']:5.1f} ms/request  "
+                  f"peak in flight {res['peak']}  rejects {res['rejects']}", flush=True)
         stage.teardown()
         rps = {k: statistics.median(p["rps"] for p in v) for k, v in passes.items()}
         tps = {k: statistics.median(p["tps"] for p in v) for k, v in passes.items()}

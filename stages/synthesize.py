@@ -66,6 +66,8 @@ class SynthesizeStage(Stage):
     columns = {
         "ingest": ("song_id", "source", "duration_s", "processed_s", "truncated"),
         "mir": ("bpm", "meter", "key", "mode", "key_strength", "chords", "loudness_lufs"),
+        "caption": ("windows",),
+        "lyrics": ("text", "words", "has_vocals", "language"),
     }
     summary = "LLM (vLLM): rich caption, metadata and five-skill QA from captions + MIR + lyrics"
 
@@ -80,7 +82,10 @@ class SynthesizeStage(Stage):
         if llm.base_url:
             return [f"LLM {llm.model} at {llm.base_url}"]
         what = llm.server.local_model or llm.server.model or llm.model
-        return [f"starts a vLLM server for {what} ({llm.server.python})"]
+        notes = [f"starts a vLLM server for {what} ({llm.server.python})"]
+        if llm.server.local_model:
+            notes.append(f"{what} is a tiny local model: its text tests the plumbing, it is not useful data")
+        return notes
 
     # ------------------------------------------------------------ worker side
     def setup(self) -> None:
@@ -117,10 +122,10 @@ class SynthesizeStage(Stage):
                            max_caption_windows=self.cfg.max_caption_windows,
                            max_chord_changes=self.cfg.max_chord_changes)
 
-    def requests(self, row: dict[str, Any]) -> list[LlmRequest]:
+    def requests(self, row: dict[str, Any], song=None) -> list[LlmRequest]:
         """The requests that make one song's record (the benchmark replays exactly these)."""
         cfg, t = self.cfg, self.templates
-        song = self.inputs(row)
+        song = song or self.inputs(row)
         prefix = t.song(song.facts, song.untrusted_json())
 
         def messages(task: str) -> list[dict[str, str]]:
@@ -143,7 +148,7 @@ class SynthesizeStage(Stage):
             return self.reject(row, "no_upstream",
                                "no surface caption, MIR facts or lyrics for this song: nothing to ground "
                                "the text on (run the caption, mir and lyrics stages first)", retryable=True)
-        requests = self.requests(row)
+        requests = self.requests(row, song)
         results = await asyncio.gather(*(self.llm.structured(r.messages, r.model, name=r.part.replace("/", "_"))
                                          for r in requests))
         usage = LlmUsage()
