@@ -82,6 +82,8 @@ class SynthesizeRecord(SongRecord):
 
 Short = Annotated[str, Field(min_length=1, max_length=80)]
 Sentence = Annotated[str, Field(min_length=1, max_length=300)]
+Label = Annotated[str, Field(min_length=1, max_length=40)]  # a section or instrument name
+Remark = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class MetadataDraft(Record):
@@ -89,13 +91,13 @@ class MetadataDraft(Record):
     bpm: float = Field(ge=20, le=400)
     key: str = Field(pattern=r"^[A-G](#|b)? (major|minor)$", max_length=8)
     meter: str = Field(pattern=r"^(2|3|4|5|6|7|9|12)/(2|4|8)$", max_length=4)
-    structure: list[Short] = Field(max_length=12)
-    instruments: list[Short] = Field(max_length=10)
-    vocal_character: Sentence
-    lyric_themes: list[Short] = Field(max_length=6)
+    structure: list[Label] = Field(max_length=12)
+    instruments: list[Label] = Field(max_length=10)
+    vocal_character: Remark
+    lyric_themes: list[Label] = Field(max_length=6)
     theory: Sentence
-    mix_notes: Sentence
-    dynamics: Sentence
+    mix_notes: Remark
+    dynamics: Remark
 
 
 class OpenQaDraft(Record):

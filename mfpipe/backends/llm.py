@@ -38,9 +38,11 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 T = TypeVar("T", bound=BaseModel)
 
-# Characters of JSON per token we budget for when a request's max_tokens is derived
-# from its schema (English text runs ~4; numbers and punctuation fewer).
-_CHARS_PER_TOKEN = 3.0
+# A request's max_tokens is derived from its schema's largest document at one token per
+# character: the grammar already bounds the answer, so this cap only has to never cut a valid
+# one short (English runs ~4 characters a token, but a degenerate model can spend one per
+# character). `sampling.max_tokens` caps it again.
+_CHARS_PER_TOKEN = 1.0
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _RETRY_STATUS = {408, 409, 429}
 
