@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends import vllm_server
+from ..consistency import Tolerance, check_song
 from ..pipeline.config import PipelineConfig
 from ..pipeline.registry import register
 from ..pipeline.stage import Stage
@@ -45,6 +46,7 @@ from ..schemas.synthesize import (
     caption_draft,
     qa_draft,
 )
+from ..songfacts import SongInputs, meter_text, song_inputs
 
 
 @dataclass
@@ -95,11 +97,10 @@ class SynthesizeStage(Stage):
         self.cfg = self.config.synthesize
         self.prompt = load_prompt(self.cfg.prompt)
         self.templates = _macros(self.prompt.text)
+        self.tolerance = Tolerance.from_config(self.config.consistency)
+        # One loop per worker, kept across batches: the client's connections live in it.
         self.loop = asyncio.new_event_loop()
         self.llm = Llm.from_config(self.config.llm)
-        from ..consistency import Tolerance
-
-        self.tolerance = Tolerance.from_config(self.config.consistency)
 
     def teardown(self) -> None:
         loop = getattr(self, "loop", None)
@@ -115,14 +116,12 @@ class SynthesizeStage(Stage):
         return list(await asyncio.gather(*(self._song(row) for row in rows)))
 
     # ------------------------------------------------------------ one song
-    def inputs(self, row: dict[str, Any]):
-        from ..songfacts import song_inputs
-
+    def inputs(self, row: dict[str, Any]) -> SongInputs:
         return song_inputs(row, max_lyrics_chars=self.cfg.max_lyrics_chars,
                            max_caption_windows=self.cfg.max_caption_windows,
                            max_chord_changes=self.cfg.max_chord_changes)
 
-    def requests(self, row: dict[str, Any], song=None) -> list[LlmRequest]:
+    def requests(self, row: dict[str, Any], song: SongInputs | None = None) -> list[LlmRequest]:
         """The requests that make one song's record (the benchmark replays exactly these)."""
         cfg, t = self.cfg, self.templates
         song = song or self.inputs(row)
@@ -191,9 +190,8 @@ class SynthesizeStage(Stage):
                          f"whose options repeat")
         return draft
 
-    def _record(self, row: dict[str, Any], song, parts: dict[str, Any], usage: LlmUsage) -> SynthesizeRecord:
-        from ..consistency import check_song
-
+    def _record(self, row: dict[str, Any], song: SongInputs, parts: dict[str, Any],
+                usage: LlmUsage) -> SynthesizeRecord:
         caption = parts["caption"].caption.strip()
         drafted = SongMetadata(**parts["metadata"].model_dump())
         qa = [item for skill in SKILLS for item in self._qa_items(row, skill, parts.get(f"qa/{skill}"))]
@@ -234,8 +232,6 @@ class SynthesizeStage(Stage):
         """The MIR values for bpm/key/meter (the flags keep what the model said)."""
         if not (self.cfg.ground_metadata and mir):
             return metadata, []
-        from ..songfacts import meter_text
-
         update: dict[str, Any] = {}
         if mir.get("bpm"):
             update["bpm"] = round(float(mir["bpm"]), 1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import os
 import re
 import time
@@ -118,7 +119,9 @@ def _error_class(exc: BaseException) -> tuple[str, bool]:
     return type(exc).__name__, False
 
 
+@functools.lru_cache(maxsize=512)
 def schema_for(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema (built once per model: requests reuse it; do not mutate it)."""
     return model.model_json_schema()
 
 

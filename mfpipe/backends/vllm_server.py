@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -108,12 +109,9 @@ class VllmServer:
         self.env = dict(env or {})
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        if log_file:
-            self.log_path = Path(log_file)
-        else:
-            fd, name = tempfile.mkstemp(prefix=f"mfpipe-vllm-{self.port}-", suffix=".log")
-            os.close(fd)
-            self.log_path = Path(name)
+        # The log file appears when the server starts.
+        self.log_path = Path(log_file) if log_file else \
+            Path(tempfile.gettempdir()) / f"mfpipe-vllm-{self.port}-{uuid.uuid4().hex[:8]}.log"
         self.proc: subprocess.Popen | None = None
         self._keeper: threading.Thread | None = None
 
@@ -178,6 +176,7 @@ class VllmServer:
             # This thread lives as long as the server, so the kernel's parent-death signal
             # (bound to the thread that forked) fires only when mfpipe itself goes away.
             try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.log_path, "ab") as log:
                     self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
