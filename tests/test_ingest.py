@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -32,6 +33,12 @@ def mixed_folder(tmp_path_factory):
     add("compressed.ogg", "ok", fmt="OGG", subtype="VORBIS")
     add("compressed.mp3", "ok", fmt="MP3", subtype="MPEG_LAYER_III")
     add("long_25min.flac", "truncated", seconds=25 * 60, sr=8000)
+    # A format libsndfile cannot read: decoded through ffmpeg.
+    tone_song(d / "for_aac.wav", 6.0, seed=50)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(d / "for_aac.wav"), "-c:a", "aac", str(d / "aac song.m4a")],
+                   check=True)
+    (d / "for_aac.wav").unlink()
+    expect["aac song.m4a"] = "ok"
     add("too_short.wav", "too_short", seconds=0.5)
     # The same bytes as plain.wav under another name: one song, one row.
     shutil.copy(d / "plain.wav", d / "plain copy.wav")
@@ -106,6 +113,9 @@ def test_measurements(ingested):
     assert (hires["sample_rate"], hires["channels"], hires["subtype"]) == (96000, 2, "PCM_24")
     assert rows["six_channels.wav"]["channels"] == 6
     assert rows["low_rate_8k.wav"]["sample_rate"] == 8000
+    aac = rows["aac song.m4a"]
+    assert aac["decoder"] == "ffmpeg" and aac["duration_s"] == pytest.approx(6.0, abs=0.1)
+    assert rows["compressed.mp3"]["decoder"] == "soundfile"
     assert any("low sample rate" in w for w in rows["low_rate_8k.wav"]["warnings"])
     plain = rows.get("plain.wav") or rows["plain copy.wav"]
     assert plain["duration_s"] == pytest.approx(6.0, abs=1e-3)
