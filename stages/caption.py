@@ -26,7 +26,7 @@ class CaptionStage(Stage):
     name = "caption"
     record = CaptionRecord
     requires = ("ingest",)
-    columns = {"ingest": ("song_id", "source", "processed_s", "n_windows")}
+    columns = {"ingest": ("song_id", "source", "processed_s")}
     summary = "Music Flamingo: a short caption of every 30 s window (batched across songs)"
 
     @classmethod

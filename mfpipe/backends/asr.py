@@ -229,7 +229,13 @@ def _load_nemo(location: refs.ModelLocation, revision: str | None, device: str):
 
     where = torch.device(device)
     if location.local:
-        model = ASRModel.restore_from(location.location, map_location=where)
+        path = Path(location.location)
+        if path.is_dir():  # a prepared folder holding one .nemo
+            found = sorted(path.glob("*.nemo"))
+            if len(found) != 1:
+                raise FileNotFoundError(f"expected one .nemo file in {path}, found {len(found)}")
+            path = found[0]
+        model = ASRModel.restore_from(str(path), map_location=where)
     elif revision:
         from huggingface_hub import snapshot_download
 
@@ -341,7 +347,9 @@ def _tiny_parakeet_config(tokenizer_dir: str, d: int = 64) -> dict:
 @preparer(TINY_PARAKEET, profiles=())
 def prepare_tiny_parakeet(root: Path) -> Path:
     """Tiny random-weight Parakeet-family .nemo (only with --only; tests build their own); text is noise."""
-    path = root / f"{TINY_PARAKEET}.nemo"
-    if path.is_file() and Path(f"{path}.{refs.MARKER}").is_file():
-        return path
-    return build_tiny_parakeet(path)
+    folder = root / TINY_PARAKEET
+    path = folder / f"{TINY_PARAKEET}.nemo"
+    if not (path.is_file() and (folder / refs.MARKER).is_file()):
+        build_tiny_parakeet(path)
+        (folder / refs.MARKER).write_text(Path(f"{path}.{refs.MARKER}").read_text())
+    return folder

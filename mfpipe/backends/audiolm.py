@@ -142,24 +142,46 @@ class AudioLM:
 
         self.location = refs.resolve(model)
         self.revision = revision
+        self.random_weights = self.location.random_weights
         self.batch_size = batch_size
         self.device = torch.device(_pick_device(device))
         self.dtype = _pick_dtype(dtype, self.device)
         self.attn_implementation = _pick_attention(attn_implementation, self.device)
         hub = dict(revision=revision, local_files_only=self.location.local)
         _quiet_transformers()
-        self.processor = AutoProcessor.from_pretrained(self.location.location, **hub)
-        self.model = MusicFlamingoForConditionalGeneration.from_pretrained(
-            self.location.location, dtype=self.dtype, attn_implementation=self.attn_implementation, **hub,
-        ).to(self.device).eval()
-        self.tokenizer = self.processor.tokenizer
+        processor = AutoProcessor.from_pretrained(self.location.location, **hub)
+        loaded = MusicFlamingoForConditionalGeneration.from_pretrained(
+            self.location.location, dtype=self.dtype, attn_implementation=self.attn_implementation,
+            device_map=str(self.device), **hub,
+        ).eval()
+        self._attach(loaded, processor)
+
+    @classmethod
+    def from_model(cls, model: Any, processor: Any, *, name: str, random_weights: bool,
+                   batch_size: int = 16) -> "AudioLM":
+        """Wrap a model and processor already in memory (the benchmark builds full-size random ones)."""
+        self = cls.__new__(cls)
+        self.location = refs.ModelLocation(name, name, local=False)
+        self.revision = None
+        self.random_weights = random_weights
+        self.batch_size = batch_size
+        self.device, self.dtype = model.device, model.dtype
+        self.attn_implementation = model.config._attn_implementation
+        _quiet_transformers()
+        self._attach(model.eval(), processor)
+        return self
+
+    def _attach(self, model: Any, processor: Any) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        # Longest first, so "<|sound_bos|>" goes before any token it contains.
         self._special = sorted(set(self.tokenizer.all_special_tokens) | {
-            self.processor.audio_token, self.processor.audio_bos_token, self.processor.audio_eos_token}, key=len,
-            reverse=True)
+            processor.audio_token, processor.audio_bos_token, processor.audio_eos_token}, key=len, reverse=True)
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
-            self._pad_id = self.model.generation_config.pad_token_id
-        self._eos_ids = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+            self._pad_id = model.generation_config.pad_token_id
+        self._eos_ids = model.generation_config.eos_token_id or self.tokenizer.eos_token_id
 
     @classmethod
     def from_config(cls, cfg: Any) -> "AudioLM":
@@ -168,10 +190,6 @@ class AudioLM:
                    device=cfg.device, batch_size=cfg.generate_batch)
 
     # ------------------------------------------------------------ provenance
-    @property
-    def random_weights(self) -> bool:
-        return self.location.random_weights
-
     def model_ref(self, role: str = "audio_lm"):
         from ..schemas import ModelRef
 
@@ -188,9 +206,11 @@ class AudioLM:
         return [RANDOM_WEIGHTS_NOTE] if self.random_weights else []
 
     # ------------------------------------------------------------ public API
-    def generate(self, queries: Sequence[Query], *, max_new_tokens: int = 128,
-                 min_new_tokens: int = 0) -> list[Answer]:
-        """Free-text answers, one per query, in order (batched; see the module docstring)."""
+    def generate(self, queries: Sequence[Query], *, max_new_tokens: int = 128, min_new_tokens: int = 0,
+                 batch_size: int | None = None) -> list[Answer]:
+        """Free-text answers, one per query, in order (batched; see the module docstring).
+
+        `batch_size` overrides the clips per generate call (1 = one conversation at a time)."""
         from transformers import GenerationConfig
 
         config = GenerationConfig(
@@ -207,7 +227,7 @@ class AudioLM:
             texts = self.processor.batch_decode(new, skip_special_tokens=True)
             return [Answer(text=t.strip()) for t in texts]
 
-        return self._map(queries, run, lambda msg: Answer(text=None, error=msg))
+        return self._map(queries, run, lambda msg: Answer(text=None, error=msg), batch_size)
 
     def ask(self, audio: np.ndarray, prompt: str, *, max_new_tokens: int = 256) -> str:
         """Answer one prompt about one clip; raises AudioLMError when the clip cannot be used."""
@@ -216,14 +236,14 @@ class AudioLM:
             raise AudioLMError(answer.error)
         return answer.text or ""
 
-    def yes_no(self, queries: Sequence[Query]) -> list[YesNo]:
+    def yes_no(self, queries: Sequence[Query], *, batch_size: int | None = None) -> list[YesNo]:
         """Yes/no judgements: each query's prompt is a question (the yes/no instruction is added)."""
         from ..prompts import load_prompt
 
         template = load_prompt("audiolm_yes_no")
         asked = [Query(q.audio, template.render(question=q.prompt.strip())) for q in queries]
         choices = {"yes": ["Yes", "yes", "YES"], "no": ["No", "no", "NO"]}
-        results = self._choice_mass(asked, choices)
+        results = self._choice_mass(asked, choices, batch_size)
         out = []
         for r in results:
             if isinstance(r, str):
@@ -234,7 +254,8 @@ class AudioLM:
             out.append(YesNo(answer=p_yes >= 0.5, p_yes=p_yes, mass=total))
         return out
 
-    def score(self, queries: Sequence[Query], *, low: int = 1, high: int = 10) -> list[Score]:
+    def score(self, queries: Sequence[Query], *, low: int = 1, high: int = 10,
+              batch_size: int | None = None) -> list[Score]:
         """Scores from `low` to `high`: each query's prompt says what to rate (the format is added)."""
         from ..prompts import load_prompt
 
@@ -243,7 +264,7 @@ class AudioLM:
         template = load_prompt("audiolm_score")
         asked = [Query(q.audio, template.render(question=q.prompt.strip(), low=low, high=high)) for q in queries]
         labels = [str(v) for v in range(low, high + 1)]
-        results = self._choice_mass(asked, {label: [label] for label in labels})
+        results = self._choice_mass(asked, {label: [label] for label in labels}, batch_size)
         out = []
         for r in results:
             if isinstance(r, str):
@@ -276,10 +297,10 @@ class AudioLM:
             prompt = prompt.replace(token, "")
         return prompt.strip()
 
-    def _chunks(self, queries: Sequence[Query], valid: list[int]) -> list[list[int]]:
-        """Longest first (an out-of-memory shows at once), `batch_size` per chunk."""
+    def _chunks(self, queries: Sequence[Query], valid: list[int], size: int) -> list[list[int]]:
+        """Longest first (an out-of-memory shows at once), `size` per chunk."""
         order = sorted(valid, key=lambda i: (len(queries[i].audio), len(queries[i].prompt)), reverse=True)
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return [order[i:i + size] for i in range(0, len(order), size)]
 
     def _encode(self, queries: Sequence[Query], indices: list[int]) -> Any:
         texts = [
@@ -295,7 +316,8 @@ class AudioLM:
         inputs.pop("num_audio_tokens", None)
         return inputs.to(self.device, dtype=self.dtype)
 
-    def _map(self, queries: Sequence[Query], run: Callable[[_Chunk], list], failed: Callable[[str], Any]) -> list:
+    def _map(self, queries: Sequence[Query], run: Callable[[_Chunk], list], failed: Callable[[str], Any],
+             batch_size: int | None = None) -> list:
         """Run `run` over length-sorted chunks; failures split the chunk until they are isolated."""
         results: list[Any] = [None] * len(queries)
         valid = []
@@ -305,7 +327,7 @@ class AudioLM:
                 results[i] = failed(problem)
             else:
                 valid.append(i)
-        for indices in self._chunks(queries, valid):
+        for indices in self._chunks(queries, valid, batch_size or self.batch_size):
             for i, value in self._run_isolating(queries, indices, run, failed).items():
                 results[i] = value
         return results
@@ -328,7 +350,8 @@ class AudioLM:
     def _token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _choice_mass(self, queries: Sequence[Query], choices: dict[str, list[str]]) -> list[dict[str, float] | str]:
+    def _choice_mass(self, queries: Sequence[Query], choices: dict[str, list[str]],
+                     batch_size: int | None = None) -> list[dict[str, float] | str]:
         """Raw probability of each choice as the model's first answer token(s), greedy prefix.
 
         A choice counts its spellings that are one token. A choice with no one-token spelling
@@ -363,7 +386,7 @@ class AudioLM:
                 masses[name] = total
             return [{name: float(m[row]) for name, m in masses.items()} for row in range(len(chunk.indices))]
 
-        return self._map(queries, run, lambda msg: msg)
+        return self._map(queries, run, lambda msg: msg, batch_size)
 
     def _first_steps(self, inputs: Any, prefix: int | None):
         """Next-token probabilities after the prompt and, when `prefix` is given, after prompt + prefix.
