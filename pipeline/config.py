@@ -57,6 +57,44 @@ class IngestConfig(StageSection):
     ffmpeg: str = "ffmpeg"  # used, when installed, for formats libsndfile cannot read
 
 
+class AudioLMSection(Section):
+    """Model fields of a stage that runs Music Flamingo (`mfpipe.backends.audiolm.AudioLM`)."""
+
+    # Hub id, local folder, or `prepared:NAME` (built by `mfpipe models prepare`).
+    model: str = "nvidia/music-flamingo-2601-hf"
+    revision: str | None = None  # hub commit/tag to pin; None = the hub's current one (recorded per row)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # auto: flash-attention 2 on a GPU where it is installed, else sdpa.
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    generate_batch: int = Field(16, ge=1)  # clips (30 s windows) per generate call, across songs
+
+
+class CaptionConfig(AudioLMSection, StageSection):
+    """Surface captions: one short Music Flamingo description per 30 s window."""
+
+    prompt: str = "caption_window"  # prompt id in prompts/ (`id` = latest version, `id.vN` = pinned)
+    max_new_tokens: int = Field(96, ge=1)
+    min_new_tokens: int = Field(0, ge=0)
+    # A last window shorter than this is captioned from the song's last `min_clip_s` seconds.
+    min_clip_s: float = Field(1.0, ge=0.1, le=30.0)
+
+
+class LyricsConfig(StageSection):
+    """Lyrics with word timestamps: Parakeet via NeMo, or Whisper via faster-whisper."""
+
+    backend: Literal["nemo", "faster_whisper"] = "nemo"
+    # Hub id, local .nemo / CTranslate2 folder, `prepared:NAME` or `package:MODULE/dir`.
+    model: str = "nvidia/parakeet-tdt-0.6b-v2"
+    revision: str | None = None  # hub revision of the .nemo to pin (nemo backend)
+    device: str = "auto"
+    chunk_s: float = Field(60.0, gt=1.0, le=1200.0)  # nemo: songs are transcribed in chunks this long
+    asr_batch: int = Field(8, ge=1)  # nemo: chunks per recognizer batch
+    language: str | None = "en"  # the language transcribed (Parakeet v2 and tiny.en: English); None = detect
+    compute_type: str = "auto"  # faster-whisper: auto = int8 on CPU, float16 on GPU
+    no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)  # faster-whisper: drop segments above it
+
+
 class RunConfig(Section):
     """How a run executes. Not part of the config hash: it never changes the data."""
 
@@ -80,6 +118,8 @@ class PipelineConfig(Section):
     profile: Literal["auto", "cpu", "production"] = "auto"
     run: RunConfig = Field(default_factory=RunConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
+    lyrics: LyricsConfig = Field(default_factory=LyricsConfig)
 
     def stage_section(self, stage: str) -> StageSection | None:
         section = getattr(self, stage, None)
