@@ -7,7 +7,7 @@ import yaml
 
 from mfpipe.pipeline.config import ConfigError, load_config, parse_override
 
-from conftest import run_mfpipe
+from helpers import run_mfpipe
 
 
 def test_auto_profile_follows_gpu_presence():

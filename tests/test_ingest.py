@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import read_dir, run_mfpipe, tone_song
+from helpers import read_dir, run_mfpipe, tone_song
 
 pytestmark = pytest.mark.slow
 

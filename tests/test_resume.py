@@ -10,7 +10,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import MFPIPE, read_dir, run_mfpipe, tone_song
+from helpers import MFPIPE, read_dir, run_mfpipe, tone_song
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from mfpipe.pipeline.runner import Runner
 from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import Reject
 
-from conftest import read_dir, run_mfpipe, tone_song
+from helpers import read_dir, run_mfpipe, tone_song
 
 # Ray workers start from the driver's environment: let them import the toy stages too.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent),
