@@ -15,7 +15,7 @@ from rich.table import Table
 from . import registry
 from .config import ConfigError, PipelineConfig, load_config
 from .inputs import InputError, discover
-from .ray_runtime import AuthTokenError, ClusterConnectError, ResourceUnavailableError
+from .ray_runtime import AuthTokenError, ClusterConnectError, ResourceUnavailableError, cluster_address
 from .runner import RunResult, Runner, StageSummary
 from .store import OutputLockedError
 
@@ -72,6 +72,8 @@ def run(
         _fail(str(exc))
         return
     _banner(cfg, stages, discovery, output)
+    joining = cluster_address(cfg.run, ray_address)
+    console.print(f"  ray: {'cluster ' + joining if joining else 'local (a fresh instance)'}")
     runner = Runner(cfg, output, limit=limit, force=force, ray_address=ray_address or cfg.run.ray_address,
                     progress=None)
     try:

@@ -82,6 +82,7 @@ def test_submitted_run_equals_local_run(ray_cluster, local_run, tmp_path):
     assert job_id.startswith("mfpipe-")
     assert f"job {job_id}: SUCCEEDED" in proc.stderr
     assert f"{TARGET}: 4 out" in proc.stdout  # the driver's log, streamed by --follow
+    assert "ray: cluster " in proc.stdout  # the driver joined the job's cluster (RAY_ADDRESS)
     for stage in STAGES:
         _same(_frame(str(out), stage), local_run[stage])
     expected_hash = load_config(None, ["profile=cpu", "ingest.silence_dbfs=-61"]).content_hash()
