@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_mfpipe
+from helpers import run_mfpipe
 from mfpipe.pipeline import registry
 from mfpipe.pipeline.config import load_config
 from mfpipe.pipeline.inputs import bundled_examples
