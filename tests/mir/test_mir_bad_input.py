@@ -94,3 +94,30 @@ def test_stage_rejects_files_it_cannot_read_and_keeps_going(stage, tmp_path):
     assert any("truncated" in n for n in record.provenance.notes)
     names = {t.name for t in record.provenance.tools}
     assert {"madmom", "onnxruntime", "essentia", "nnls-chroma:chordino"} <= names
+
+
+def test_long_songs_are_decoded_in_segments_like_one_pass(analyzer):
+    """Chunked features and segmented DBN decoding (bounded memory) give the beats of one pass."""
+    from mfpipe.mir.analysis import BeatTracker
+    from mfpipe.mir.evaluate import matched_fraction
+    from mfpipe.mir.synth import SongSpec
+    from mfpipe.pipeline.config import MirBeatsConfig
+
+    song = render(SongSpec(126, 4, "E", "minor", ["Em", "C", "D", "B7"], bars=50, seed=9))  # 96 s
+    tracker = analyzer.tools["beats"]
+    whole = BeatTracker(MirBeatsConfig(chunk_s=0, dbn_segment_s=0))
+    features = tracker.rnn.processors[0]
+    assert np.allclose(tracker.features(song, features), whole.features(song, features), atol=1e-5)
+    activations = tracker.activations(song)
+    segmented, meter = tracker.decode(activations)
+    single, single_meter = whole.decode(activations)
+    assert meter == single_meter == 4
+    assert matched_fraction(segmented[:, 0].tolist(), single[:, 0].tolist(), 0.011) >= 0.99
+    assert matched_fraction(single[:, 0].tolist(), segmented[:, 0].tolist(), 0.011) >= 0.99
+
+
+def test_onnx_sessions_keep_no_arena(analyzer):
+    """madmom's 8 downbeat networks must not each keep an arena sized by the longest song."""
+    networks = analyzer.tools["beats"].rnn.processors[1].processors[0].processors
+    assert len(networks) == 8
+    assert not any(n._runtime.session_options.enable_cpu_mem_arena for n in networks)
