@@ -281,6 +281,10 @@ def main() -> None:
             print(f"   1 worker: {one:.1f} s   2 workers: {two:.1f} s   speed-up {one / two:.2f}x   (target >= 1.8x)")
             print(f"   cores the workers got: {cpu_one / one:.2f} with 1, {cpu_two / two:.2f} with 2; "
                   f"CPU-s per audio-s {cpu_one / audio_s:.4f} vs {cpu_two / audio_s:.4f}")
+            # What the wall-time figure would be with two free cores: the workers' CPU cost per
+            # song is what changes when they share caches and memory bandwidth.
+            print(f"   with two free cores: 2 x {cpu_one / audio_s:.4f} / {cpu_two / audio_s:.4f} = "
+                  f"{2 * cpu_one / cpu_two:.2f}x (projection from the CPU cost per song)")
             print(f"   load average now {os.getloadavg()[0]:.2f} (other work on the machine lowers the wall-time "
                   "speed-up; the cores-got figure shows how much)")
 
