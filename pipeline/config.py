@@ -64,7 +64,7 @@ class MirBeatsConfig(Section):
     min_duration_s: float = Field(6.0, ge=0)  # shorter songs get no beats/tempo/meter (a note says why)
     beats_per_bar: list[int] = Field(default_factory=lambda: [3, 4], min_length=1)
     min_bpm: float = Field(55.0, gt=0)
-    max_bpm: float = Field(205.0, gt=0)
+    max_bpm: float = Field(215.0, gt=0)
     num_tempi: int = Field(60, ge=1)  # tempo states of the DBN (its cost grows with them)
     transition_lambda: float = Field(100.0, gt=0)
     observation_lambda: float = Field(16.0, gt=0)

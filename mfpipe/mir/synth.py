@@ -180,8 +180,7 @@ def _comp(mix: _Mix, spec: SongSpec, t0: float, chord: list[int]) -> None:
     """The chord instrument: a full strike on the downbeat, lighter ones after."""
     beat = spec.beat_s
     voicing = [_midi(pc, 4) if _midi(pc, 4) >= _midi(chord[0], 4) else _midi(pc, 5) for pc in chord]
-    beats = range(spec.meter) if spec.meter == 4 else (0, 1, 2)
-    for b in beats:
+    for b in range(spec.meter):
         level = 0.16 if b == 0 else 0.10
         for note in voicing:
             mix.add(t0 + b * beat, _tone(note, 0.95 * beat, partials=5, tilt=1.5, decay=0.5,
@@ -190,7 +189,8 @@ def _comp(mix: _Mix, spec: SongSpec, t0: float, chord: list[int]) -> None:
 
 def _melody(mix: _Mix, spec: SongSpec, t0: float, chord: list[int], scale: list[int],
             rng: np.random.Generator) -> None:
-    """One note per beat: a chord tone on the downbeat, scale tones (leading tone included) after."""
+    """One note per beat: a chord tone on the downbeat, scale tones after (in minor keys the
+    harmonic-minor scale, so the leading tone is heard as well as in the V7 chord)."""
     beat = spec.beat_s
     for b in range(spec.meter):
         pc = chord[int(rng.integers(len(chord)))] if b == 0 else scale[int(rng.integers(len(scale)))]
