@@ -14,6 +14,7 @@ Figures (all single-threaded per worker, as the stage runs):
      and downbeats come from two RNNs. Target: the stage's path >= 1.5x faster.
   3. Wall time for the songs with 1 and with 2 worker processes (each loads the tools
      before the clock starts). Target: >= 1.8x.
+The naive chain needs librosa (installed with the `asr` extra, through NeMo).
 CPU time is the process's CPU clock plus that of the child processes it waited for
 (madmom's ffmpeg decodes), never wall time. On a shared machine the scaling figure
 suffers from other load; the CPU figures much less.
@@ -264,7 +265,8 @@ def main() -> None:
         total = sum(cost.get(t, 0.0) for t in ("decode", "beats", "key", "chords", "loudness"))
         print(f"   beats+key+chords {_rate(core, audio_s)}   (target <= 0.05)")
         print(f"   total (decode + all four tools) {_rate(total, audio_s)}  = {total:.1f} CPU-s")
-        print(f"   peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        print(f"   peak RSS of this process (both chains): "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
         if naive:
             naive_total = sum(naive.values())
