@@ -93,6 +93,64 @@ class LyricsConfig(StageSection):
     language: str | None = "en"  # the language transcribed (Parakeet v2 and tiny.en: English); None = detect
     compute_type: str = "auto"  # faster-whisper: auto = int8 on CPU, float16 on GPU
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)  # faster-whisper: drop segments above it
+class MirBeatsConfig(Section):
+    """madmom: one RNNDownBeatProcessor pass, then DBNDownBeatTrackingProcessor."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(6.0, ge=0)  # shorter songs get no beats/tempo/meter (a note says why)
+    beats_per_bar: list[int] = Field(default_factory=lambda: [3, 4], min_length=1)
+    min_bpm: float = Field(55.0, gt=0)
+    max_bpm: float = Field(215.0, gt=0)
+    num_tempi: int = Field(60, ge=1)  # tempo states of the DBN (its cost grows with them)
+    transition_lambda: float = Field(100.0, gt=0)
+    observation_lambda: float = Field(16.0, gt=0)
+    threshold: float = Field(0.05, ge=0)  # decode only where the RNN says something
+    min_beats: int = Field(4, ge=2)  # fewer beats than this: no tempo, no meter
+    # The RNN's input features are computed this many seconds at a time (0: the whole song
+    # at once), which bounds a worker's memory whatever the song's length.
+    chunk_s: float = Field(30.0, ge=0)
+    # The DBN decodes songs longer than this in segments, each with `dbn_overlap_s` of context
+    # per side (its memory grows with frames x tempo states); 0: always the whole song.
+    dbn_segment_s: float = Field(60.0, ge=0)
+    dbn_overlap_s: float = Field(10.0, ge=0)
+
+
+class MirKeyConfig(Section):
+    """essentia KeyExtractor."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(3.0, ge=0)
+    profile_type: str = "bgate"  # essentia key profile (bgate, temperley, edma, krumhansl, ...)
+
+
+class MirChordsConfig(Section):
+    """Chordino (NNLS-Chroma Vamp plugin); defaults are the plugin's own."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(3.0, ge=0)
+    use_nnls: bool = True  # approximate note transcription (NNLS) before the chroma
+    rollon: float = Field(0.0, ge=0, le=5)  # spectral roll-on, % of the spectrum ignored at the bottom
+    tuning_mode: Literal["global", "local"] = "global"
+    whitening: float = Field(1.0, ge=0, le=1)
+    spectral_shape: float = Field(0.7, ge=0.5, le=0.9)
+    boost_n: float = Field(0.1, ge=0, le=1)  # boosts the likelihood of "N" (no chord)
+
+
+class MirLoudnessConfig(Section):
+    """essentia LoudnessEBUR128 (integrated loudness, LUFS)."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(1.0, ge=0.4)  # EBU R128 gates 400 ms blocks
+
+
+class MirConfig(StageSection):
+    """MIR back-fill: one decode per song per worker, one worker per core, single-threaded tools."""
+
+    resources: Resources = Field(default_factory=lambda: Resources(cpus=1, batch_size=2))
+    beats: MirBeatsConfig = Field(default_factory=MirBeatsConfig)
+    key: MirKeyConfig = Field(default_factory=MirKeyConfig)
+    chords: MirChordsConfig = Field(default_factory=MirChordsConfig)
+    loudness: MirLoudnessConfig = Field(default_factory=MirLoudnessConfig)
 
 
 class RunConfig(Section):
@@ -120,6 +178,7 @@ class PipelineConfig(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     lyrics: LyricsConfig = Field(default_factory=LyricsConfig)
+    mir: MirConfig = Field(default_factory=MirConfig)
 
     def stage_section(self, stage: str) -> StageSection | None:
         section = getattr(self, stage, None)
