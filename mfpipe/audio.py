@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +47,8 @@ class AudioScan:
     peak: float
     decoder: str
     header_frames: int | None = None
+    # Why the file looks damaged or cut off (None: it decoded cleanly).
+    damage: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -124,13 +127,38 @@ def ffmpeg_available(binary: str = "ffmpeg") -> bool:
 # ---------------------------------------------------------------- scanning ---
 
 
+# libsndfile's header log: "data : 882000 (should be 440978)" when a WAV/AIFF is cut off.
+_SHOULD_BE = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# Frames a decoder may legitimately miss against the header (MP3 encoder delay/padding).
+_SLACK_SECONDS = 0.5
+_SLACK_FRACTION = 0.01
+# Streaming writers leave these sizes in the header on purpose: not damage.
+_STREAMING_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 8}
+
+
+def _header_damage(log: str, bytes_per_second: float) -> str | None:
+    """What libsndfile's own header log says about a cut-off file."""
+    match = _SHOULD_BE.search(log)
+    if match:
+        promised, actual = int(match.group(1)), int(match.group(2))
+        if promised not in _STREAMING_SIZES and actual < promised and bytes_per_second > 0:
+            return (f"cut-off file: its header promises {promised / bytes_per_second:.1f} s of audio "
+                    f"but the file holds {actual / bytes_per_second:.1f} s")
+    if "Last page lacks an end-of-stream bit" in log:
+        return "cut-off file: the Ogg stream ends without its end-of-stream page"
+    return None
+
+
 def _scan_soundfile(source: str) -> AudioScan:
     with _open_sound(source) as snd:
+        log = snd.extra_info
         header_frames = snd.frames if snd.frames and snd.frames > 0 else None
         peak = 0.0
         frames = 0
         nonfinite = False
-        for block in snd.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+        # read() until it comes back short: blocks() would trust the header's frame count
+        # and pad a cut-off file with whatever is in its buffer.
+        while (block := snd.read(BLOCK_FRAMES, dtype="float32", always_2d=True)).shape[0]:
             frames += block.shape[0]
             if not np.isfinite(block).all():
                 nonfinite = True
@@ -147,9 +175,22 @@ def _scan_soundfile(source: str) -> AudioScan:
             decoder="soundfile",
             header_frames=header_frames,
         )
-    if nonfinite:
-        scan.warnings.append("non-finite samples (NaN/Inf) replaced by 0 when measuring")
+    block_align = _bytes_per_frame(scan.subtype, scan.channels)
+    scan.damage = _header_damage(log, block_align * scan.sample_rate)
+    if scan.damage is None and header_frames and header_frames - frames > max(
+            _SLACK_SECONDS * scan.sample_rate, _SLACK_FRACTION * header_frames):
+        scan.damage = (f"cut-off file: its header promises {header_frames / scan.sample_rate:.1f} s "
+                       f"but only {scan.duration_s:.1f} s decode")
+    if nonfinite and scan.damage is None:
+        # Integer and compressed formats cannot hold NaN/Inf: the decoder ran past the data.
+        scan.damage = "damaged file: the decoder produced invalid (NaN/Inf) samples"
     return scan
+
+
+def _bytes_per_frame(subtype: str | None, channels: int) -> int:
+    width = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+             "ULAW": 1, "ALAW": 1}.get(subtype or "", 0)
+    return width * channels
 
 
 def _ffprobe(path: str, ffprobe: str) -> dict:
@@ -212,8 +253,9 @@ def _scan_ffmpeg(source: str, ffmpeg: str) -> AudioScan:
         decoder="ffmpeg",
         header_frames=int(round(duration * rate)) if duration > 0 else None,
     )
-    if stderr.strip():
-        scan.warnings.append(f"ffmpeg: {stderr.strip().splitlines()[-1][:160]}")
+    errors = [line for line in stderr.splitlines() if line.strip()]
+    if errors:
+        scan.damage = f"damaged file: ffmpeg reports {errors[-1].strip()[:160]}"
     return scan
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any, Optional
@@ -14,7 +15,7 @@ from rich.table import Table
 from . import registry
 from .config import ConfigError, PipelineConfig, load_config
 from .inputs import InputError, discover
-from .ray_runtime import ResourceUnavailableError
+from .ray_runtime import AuthTokenError, ClusterConnectError, ResourceUnavailableError, cluster_address
 from .runner import RunResult, Runner, StageSummary
 from .store import OutputLockedError
 
@@ -24,6 +25,8 @@ config_app = typer.Typer(no_args_is_help=True, help="Show the resolved configura
 app.add_typer(config_app, name="config")
 models_app = typer.Typer(no_args_is_help=True, help="Local models for the cpu profile.")
 app.add_typer(models_app, name="models")
+jobs_app = typer.Typer(no_args_is_help=True, help="Ray jobs sent with `mfpipe submit`: status, logs, stop.")
+app.add_typer(jobs_app, name="jobs")
 
 console = Console(stderr=True)
 out = Console()
@@ -69,11 +72,13 @@ def run(
         _fail(str(exc))
         return
     _banner(cfg, stages, discovery, output)
+    joining = cluster_address(cfg.run, ray_address)
+    console.print(f"  ray: {'cluster ' + joining if joining else 'local (a fresh instance)'}")
     runner = Runner(cfg, output, limit=limit, force=force, ray_address=ray_address or cfg.run.ray_address,
                     progress=None)
     try:
         result = _execute_with_progress(runner, stages, discovery)
-    except (OutputLockedError, ResourceUnavailableError) as exc:
+    except (OutputLockedError, ResourceUnavailableError, ClusterConnectError, AuthTokenError) as exc:
         _fail(str(exc))
         return
     finally:
@@ -184,6 +189,148 @@ def models_list() -> None:
         table.add_column(col)
     for name, prep in sorted(models.preparers().items()):
         table.add_row(name, ", ".join(prep.profiles), prep.about, str(models.model_path(name)))
+    out.print(table)
+
+
+AddressOpt = typer.Option(None, "--address", "-a",
+                          help="The cluster's Ray dashboard, e.g. http://HEAD:8265 "
+                               "(default: RAY_API_SERVER_ADDRESS, then RAY_ADDRESS).")
+
+
+@contextlib.contextmanager
+def _job_errors():
+    from .submit import SubmitError
+
+    try:
+        yield
+    except SubmitError as exc:
+        _fail(str(exc))
+
+
+def _exit_with(job_id: str, state: str, message: str | None = None) -> None:
+    colour = "green" if state == "SUCCEEDED" else "red"
+    # Ray repeats the log tail in a failed job's message; its first line is the news.
+    first = (message or "").strip().splitlines()[0].rstrip(",:") if message and message.strip() else ""
+    console.print(f"job {job_id}: [bold {colour}]{state}[/]" + (f" ({first})" if first else ""))
+    raise typer.Exit(0 if state == "SUCCEEDED" else 1)
+
+
+def _write_log(chunk: str) -> None:
+    sys.stdout.write(chunk)
+    sys.stdout.flush()
+
+
+@app.command()
+def submit(
+    run_args: Optional[list[str]] = typer.Argument(None, metavar="-- run [RUN OPTIONS]",
+                                                   help="The `mfpipe run` command the job runs."),
+    address: Optional[str] = AddressOpt,
+    config: Optional[str] = ConfigOpt,
+    follow: bool = typer.Option(False, "--follow", "-f",
+                                help="Stream the job's logs; exit with its result (0: succeeded)."),
+    job_id: Optional[str] = typer.Option(None, "--job-id", help="Submission id (default: mfpipe-<time>-<hex>)."),
+) -> None:
+    """Run `mfpipe run` on a Ray cluster as a Ray job; prints the job id.
+
+    The config is resolved here (profile auto means production) and travels with the job; the cluster's nodes run their own mfpipe install. Inputs and outputs must be URLs (s3://, gs://) or absolute paths that every node sees.
+    """
+    from .submit import Jobs, prepare
+
+    with _job_errors():
+        submission = prepare(list(run_args or []), config, job_id)
+        jobs = Jobs(address)
+        submitted = jobs.submit(submission)
+    out.print(submitted)
+    console.print(f"submitted to {jobs.url} · profile {submission.config.profile} · "
+                  f"config hash {submission.config.content_hash()}")
+    if not follow:
+        console.print(f"follow it with: mfpipe jobs logs --follow {submitted}")
+        return
+    with _job_errors():
+        state = jobs.follow(submitted, _write_log)
+        info = jobs.info(submitted)
+    _exit_with(submitted, state, info.message if state != "SUCCEEDED" else None)
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: str = typer.Argument(..., help="The job id `mfpipe submit` printed."),
+                address: Optional[str] = AddressOpt,
+                wait: bool = typer.Option(False, "--wait", help="Wait for the job to end; exit 0 if it succeeded.")
+                ) -> None:
+    """A job's status, message, entrypoint and times."""
+    from .submit import Jobs
+
+    with _job_errors():
+        jobs = Jobs(address)
+        if wait:
+            jobs.wait(job_id)
+        info = jobs.info(job_id)
+    state = str(info.status.value)
+    table = Table(show_header=False)
+    for key, value in (("job", job_id), ("status", state), ("message", (info.message or "").strip().split("\n")[0]),
+                       ("entrypoint", info.entrypoint), ("started", _when(info.start_time)),
+                       ("ended", _when(info.end_time)),
+                       ("mfpipe", (info.metadata or {}).get("mfpipe_version", "")),
+                       ("config hash", (info.metadata or {}).get("config_hash", ""))):
+        table.add_row(key, value)
+    out.print(table)
+    if wait:
+        raise typer.Exit(0 if state == "SUCCEEDED" else 1)
+
+
+def _when(ms: Optional[int]) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms else ""
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str = typer.Argument(..., help="The job id `mfpipe submit` printed."),
+              address: Optional[str] = AddressOpt,
+              follow: bool = typer.Option(False, "--follow", "-f",
+                                          help="Stream until the job ends; exit 0 if it succeeded.")) -> None:
+    """A job's driver output (the `mfpipe run` banner, progress and summary)."""
+    from .submit import Jobs
+
+    with _job_errors():
+        jobs = Jobs(address)
+        if not follow:
+            _write_log(jobs.logs(job_id))
+            return
+        state = jobs.follow(job_id, _write_log)
+        info = jobs.info(job_id)
+    _exit_with(job_id, state, info.message if state != "SUCCEEDED" else None)
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: str = typer.Argument(..., help="The job id `mfpipe submit` printed."),
+              address: Optional[str] = AddressOpt,
+              wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the job has stopped.")) -> None:
+    """Stop a running job (finished shards stay; a later run resumes from them)."""
+    from .submit import Jobs
+
+    with _job_errors():
+        jobs = Jobs(address)
+        if not jobs.stop(job_id):
+            console.print(f"job {job_id} had already ended: {jobs.status(job_id)}")
+            return
+        state = jobs.wait(job_id, timeout=120) if wait else "stop requested"
+    console.print(f"job {job_id}: {state}")
+
+
+@jobs_app.command("list")
+def jobs_list(address: Optional[str] = AddressOpt) -> None:
+    """Jobs submitted with mfpipe, newest first."""
+    from .submit import Jobs
+
+    with _job_errors():
+        found = Jobs(address).list()
+    table = Table()
+    for col in ("job", "status", "started", "entrypoint"):
+        table.add_column(col, no_wrap=col != "entrypoint")
+    for job in found:
+        table.add_row(job.submission_id or job.job_id or "", str(job.status.value), _when(job.start_time),
+                      job.entrypoint)
     out.print(table)
 
 

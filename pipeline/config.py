@@ -57,6 +57,102 @@ class IngestConfig(StageSection):
     ffmpeg: str = "ffmpeg"  # used, when installed, for formats libsndfile cannot read
 
 
+class AudioLMSection(Section):
+    """Model fields of a stage that runs Music Flamingo (`mfpipe.backends.audiolm.AudioLM`)."""
+
+    # Hub id, local folder, or `prepared:NAME` (built by `mfpipe models prepare`).
+    model: str = "nvidia/music-flamingo-2601-hf"
+    revision: str | None = None  # hub commit/tag to pin; None = the hub's current one (recorded per row)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # auto: flash-attention 2 on a GPU where it is installed, else sdpa.
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    generate_batch: int = Field(16, ge=1)  # clips (30 s windows) per generate call, across songs
+
+
+class CaptionConfig(AudioLMSection, StageSection):
+    """Surface captions: one short Music Flamingo description per 30 s window."""
+
+    prompt: str = "caption_window"  # prompt id in prompts/ (`id` = latest version, `id.vN` = pinned)
+    max_new_tokens: int = Field(96, ge=1)
+    min_new_tokens: int = Field(0, ge=0)
+    # A last window shorter than this is captioned from the song's last `min_clip_s` seconds.
+    min_clip_s: float = Field(1.0, ge=0.1, le=30.0)
+
+
+class LyricsConfig(StageSection):
+    """Lyrics with word timestamps: Parakeet via NeMo, or Whisper via faster-whisper."""
+
+    backend: Literal["nemo", "faster_whisper"] = "nemo"
+    # Hub id, local .nemo / CTranslate2 folder, `prepared:NAME` or `package:MODULE/dir`.
+    model: str = "nvidia/parakeet-tdt-0.6b-v2"
+    revision: str | None = None  # hub revision of the .nemo to pin (nemo backend)
+    device: str = "auto"
+    chunk_s: float = Field(60.0, gt=1.0, le=1200.0)  # nemo: songs are transcribed in chunks this long
+    asr_batch: int = Field(8, ge=1)  # nemo: chunks per recognizer batch
+    language: str | None = "en"  # the language transcribed (Parakeet v2 and tiny.en: English); None = detect
+    compute_type: str = "auto"  # faster-whisper: auto = int8 on CPU, float16 on GPU
+    no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)  # faster-whisper: drop segments above it
+class MirBeatsConfig(Section):
+    """madmom: one RNNDownBeatProcessor pass, then DBNDownBeatTrackingProcessor."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(6.0, ge=0)  # shorter songs get no beats/tempo/meter (a note says why)
+    beats_per_bar: list[int] = Field(default_factory=lambda: [3, 4], min_length=1)
+    min_bpm: float = Field(55.0, gt=0)
+    max_bpm: float = Field(215.0, gt=0)
+    num_tempi: int = Field(60, ge=1)  # tempo states of the DBN (its cost grows with them)
+    transition_lambda: float = Field(100.0, gt=0)
+    observation_lambda: float = Field(16.0, gt=0)
+    threshold: float = Field(0.05, ge=0)  # decode only where the RNN says something
+    min_beats: int = Field(4, ge=2)  # fewer beats than this: no tempo, no meter
+    # The RNN's input features are computed this many seconds at a time (0: the whole song
+    # at once), which bounds a worker's memory whatever the song's length.
+    chunk_s: float = Field(30.0, ge=0)
+    # The DBN decodes songs longer than this in segments, each with `dbn_overlap_s` of context
+    # per side (its memory grows with frames x tempo states); 0: always the whole song.
+    dbn_segment_s: float = Field(60.0, ge=0)
+    dbn_overlap_s: float = Field(10.0, ge=0)
+
+
+class MirKeyConfig(Section):
+    """essentia KeyExtractor."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(3.0, ge=0)
+    profile_type: str = "bgate"  # essentia key profile (bgate, temperley, edma, krumhansl, ...)
+
+
+class MirChordsConfig(Section):
+    """Chordino (NNLS-Chroma Vamp plugin); defaults are the plugin's own."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(3.0, ge=0)
+    use_nnls: bool = True  # approximate note transcription (NNLS) before the chroma
+    rollon: float = Field(0.0, ge=0, le=5)  # spectral roll-on, % of the spectrum ignored at the bottom
+    tuning_mode: Literal["global", "local"] = "global"
+    whitening: float = Field(1.0, ge=0, le=1)
+    spectral_shape: float = Field(0.7, ge=0.5, le=0.9)
+    boost_n: float = Field(0.1, ge=0, le=1)  # boosts the likelihood of "N" (no chord)
+
+
+class MirLoudnessConfig(Section):
+    """essentia LoudnessEBUR128 (integrated loudness, LUFS)."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(1.0, ge=0.4)  # EBU R128 gates 400 ms blocks
+
+
+class MirConfig(StageSection):
+    """MIR back-fill: one decode per song per worker, one worker per core, single-threaded tools."""
+
+    resources: Resources = Field(default_factory=lambda: Resources(cpus=1, batch_size=2))
+    beats: MirBeatsConfig = Field(default_factory=MirBeatsConfig)
+    key: MirKeyConfig = Field(default_factory=MirKeyConfig)
+    chords: MirChordsConfig = Field(default_factory=MirChordsConfig)
+    loudness: MirLoudnessConfig = Field(default_factory=MirLoudnessConfig)
+
+
 class VllmServerConfig(Section):
     """How mfpipe starts its own vLLM server when `llm.base_url` is not set."""
 
@@ -136,8 +232,6 @@ class SynthesizeConfig(StageSection):
     max_lyrics_chars: int = Field(4000, ge=0)
     max_caption_windows: int = Field(40, ge=0)
     max_chord_changes: int = Field(64, ge=0)
-
-
 class RunConfig(Section):
     """How a run executes. Not part of the config hash: it never changes the data."""
 
@@ -161,6 +255,9 @@ class PipelineConfig(Section):
     profile: Literal["auto", "cpu", "production"] = "auto"
     run: RunConfig = Field(default_factory=RunConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
+    lyrics: LyricsConfig = Field(default_factory=LyricsConfig)
+    mir: MirConfig = Field(default_factory=MirConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
     # Shared by synthesize (flags) and the quality filter (drops).

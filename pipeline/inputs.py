@@ -86,7 +86,8 @@ def discover(input_spec: str | None, extensions: list[str]) -> Discovery:
     if fs.isdir(path):
         found = sorted(p for p in fs.find(path) if not _hidden(p))
         audio = [p for p in found if _has_audio_extension(p, extensions)]
-        ignored = [p for p in found if not _has_audio_extension(p, extensions)]
+        # The bundled folder also holds its recipe and truth files: not worth a mention.
+        ignored = [p for p in found if not _has_audio_extension(p, extensions)] if input_spec else []
         if not audio:
             raise InputError(f"no audio files ({', '.join(extensions)}) under {spec}")
         return Discovery([_url(fs, p, spec) for p in audio], [_url(fs, p, spec) for p in ignored])

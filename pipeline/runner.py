@@ -171,6 +171,7 @@ class Runner:
                 # Start Ray here, in the main thread (Ray installs its signal handlers there);
                 # a rerun with nothing left to do never pays for it.
                 init_ray(self.config.run, address=self.ray_address)
+                self._check_resources(stage_names)
             try:
                 result.stages = self._run_dag(stage_names, discovery)
             finally:
@@ -337,6 +338,15 @@ class Runner:
                 return True
         return False
 
+    def _check_resources(self, names: list[str]) -> None:
+        """Every planned stage against the cluster, before any work starts."""
+        if not self.config.run.fail_fast_on_resources:
+            return
+        capacity = cluster_capacity()
+        stages = registry.stages()
+        for name in names:
+            check_resources(name, stages[name].resources(self.config), capacity)
+
     def _ensure_ray(self) -> None:
         with self._ray_lock:
             init_ray(self.config.run, address=self.ray_address)
@@ -347,8 +357,6 @@ class Runner:
         self._ensure_ray()
         res = stage_cls.resources(self.config)
         capacity = cluster_capacity()
-        if self.config.run.fail_fast_on_resources:
-            check_resources(stage_cls.name, res, capacity)
         ds, n_batches = self._input_dataset(stage_cls, base, res.batch_size)
         workers = pool_size(res, capacity, n_batches)
         summary.workers = workers

@@ -6,16 +6,29 @@ Layout under OUT (a local path or an fsspec URL):
     OUT/rejects/<stage>/part-<run>-<seq>.parquet   inputs the stage could not handle
     OUT/_runs/<run>/config.yaml, summary.json      what each run was told and did
 
-Shards appear atomically: written under a hidden temporary name, then renamed
-(a reader never sees half a file; a killed run leaves only a hidden temporary
-that the next run removes). Names starting with "." or "_" are skipped by
-pyarrow, DuckDB globs on `*.parquet` and `datasets`.
+Shards appear atomically. On a local (POSIX) folder: written under a hidden
+temporary name, then renamed (a reader never sees half a file; a killed run
+leaves only a hidden temporary that the next run removes). Names starting with
+"." or "_" are skipped by pyarrow, DuckDB globs on `*.parquet` and `datasets`.
+
+On an object store (s3://, gs://, any non-local fsspec filesystem) a rename is a
+copy plus a delete, not atomic, so shards are written then committed:
+
+    OUT/<stage>/part-<run>-<seq>.parquet               one PUT, under its final name
+    OUT/<stage>/_committed/part-<run>-<seq>.parquet.json   then its commit record (one PUT)
+
+A shard belongs to the dataset only once its commit record exists: mfpipe's own
+readers (resume, downstream stages) list both and trust committed shards only.
+A run killed between the two PUTs leaves an uncommitted shard; the next run
+removes it (and any record whose shard is gone) before it writes anything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
+import io
 import json
 import os
 import time
@@ -31,6 +44,8 @@ from fsspec.implementations.local import LocalFileSystem
 REJECTS = "rejects"
 RUNS = "_runs"
 TMP_PREFIX = ".tmp-"
+COMMITTED = "_committed"  # object stores: one commit record per shard, in each shard folder
+SHARD_GLOB = "part-*.parquet"
 
 
 class OutputLockedError(RuntimeError):
@@ -128,9 +143,30 @@ class OutputStore:
 
     # ------------------------------------------------------------ reading
     def shards(self, directory: str) -> list[str]:
-        if not self.fs.exists(directory):
-            return []
-        return sorted(self.fs.glob(f"{directory}/part-*.parquet"))
+        """The shards of a folder that belong to the dataset (on object stores: committed ones)."""
+        if self.local:
+            if not self.fs.exists(directory):
+                return []
+            return sorted(self.fs.glob(f"{directory}/{SHARD_GLOB}"))
+        parts, records = self._remote_listing(directory)
+        return sorted(path for name, path in parts.items() if name in records)
+
+    def _remote_listing(self, directory: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(shard name → path, shard name → commit-record path) of one object-store folder."""
+        self.fs.invalidate_cache(directory)  # another process may have written since
+        try:
+            found = self.fs.find(directory)
+        except FileNotFoundError:
+            return {}, {}
+        parts: dict[str, str] = {}
+        records: dict[str, str] = {}
+        for path in found:
+            parent, _, name = path.rstrip("/").rpartition("/")
+            if parent == directory and fnmatch.fnmatch(name, SHARD_GLOB):
+                parts[name] = path
+            elif parent == f"{directory}/{COMMITTED}" and name.endswith(".json"):
+                records[name[: -len(".json")]] = path
+        return parts, records
 
     def count_rows(self, files: list[str]) -> int:
         """Rows in these shards, from the Parquet footers alone."""
@@ -182,24 +218,61 @@ class OutputStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
         else:
-            # Object stores: a single PUT becomes visible whole or not at all; write the
-            # final name directly (a rename there is a copy, not atomic).
-            with self.fs.open(final, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
+            # Object stores: no atomic rename. PUT the shard under its final name, then
+            # PUT its commit record; readers trust only committed shards.
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer, compression="zstd")
+            data = buffer.getvalue()
+            self.fs.pipe_file(final, data)
+            record = {"shard": name, "rows": table.num_rows, "bytes": len(data),
+                      "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            self.fs.pipe_file(f"{directory}/{COMMITTED}/{name}.json", json.dumps(record).encode())
         return final
 
     def remove_stale_temporaries(self) -> int:
-        """Hidden temporaries left by a killed run; only called while holding the lock."""
-        removed = 0
-        for path in self.fs.glob(f"{self.root}/**/{TMP_PREFIX}*"):
-            self.fs.rm(path)
-            removed += 1
-        return removed
+        """What a killed run left: hidden temporaries (local folders), uncommitted shards and
+        orphaned commit records (object stores). Called at the start of a run, before any write."""
+        if self.local:
+            stale = self.fs.glob(f"{self.root}/**/{TMP_PREFIX}*")
+        else:
+            stale = []
+            for directory in self._shard_dirs():
+                parts, records = self._remote_listing(directory)
+                stale += [path for name, path in parts.items() if name not in records]
+                stale += [path for name, path in records.items() if name not in parts]
+        if stale:
+            self.fs.rm(stale)
+        return len(stale)
+
+    def _shard_dirs(self) -> list[str]:
+        """Folders that hold shards: OUT/<stage>/ and OUT/rejects/<stage>/."""
+        self.fs.invalidate_cache(self.root)
+        try:
+            found = self.fs.find(self.root)
+        except FileNotFoundError:
+            return []
+        dirs = set()
+        for path in found:
+            parent, _, name = path.rpartition("/")
+            if parent.endswith(f"/{COMMITTED}"):
+                parent = parent[: -len(COMMITTED) - 1]
+            elif not fnmatch.fnmatch(name, SHARD_GLOB):
+                continue
+            dirs.add(parent)
+        return sorted(dirs)
 
     def clear(self, stage: str) -> None:
         for directory in (self.stage_dir(stage), self.rejects_dir(stage)):
-            for path in self.shards(directory):
-                self.fs.rm(path)
+            if self.local:
+                for path in self.shards(directory):
+                    self.fs.rm(path)
+                continue
+            # Records first: a clear cut short leaves uncommitted shards, never a
+            # commit record that outlives its shard.
+            parts, records = self._remote_listing(directory)
+            for batch in (list(records.values()), list(parts.values())):
+                if batch:
+                    self.fs.rm(batch)
 
     def save_run(self, run_id: str, files: dict[str, str]) -> None:
         directory = self.join(RUNS, run_id)
@@ -217,7 +290,8 @@ class OutputStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """One writer per output folder (local folders; object stores are not locked)."""
+        """One writer per output folder (local folders; object stores are not locked: run one
+        writer per remote output at a time)."""
         if not self.local:
             yield
             return

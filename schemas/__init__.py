@@ -3,13 +3,21 @@
 from .arrow import arrow_schema, to_table
 from .common import ModelRef, PromptRef, Provenance, Record, Reject, SongRecord, ToolVersion, utc_now
 from .caption import CaptionRecord, CaptionWindow
+from .filter import FilterRecord, ItemJudgement, QaJudgement
 from .ingest import IngestRecord
+from .think import Chain, ChainStep, ThinkRecord
 from .lyrics import LyricsRecord, Word
 from .mir import PITCH_CLASSES, ChordSpan, MirRecord
 
 __all__ = [
     "PITCH_CLASSES",
     "CaptionRecord",
+    "Chain",
+    "ChainStep",
+    "FilterRecord",
+    "ItemJudgement",
+    "QaJudgement",
+    "ThinkRecord",
     "CaptionWindow",
     "ChordSpan",
     "LyricsRecord",

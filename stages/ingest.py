@@ -20,11 +20,6 @@ from ..pipeline.registry import register
 from ..pipeline.stage import INPUTS, Stage
 from ..schemas import IngestRecord, Reject, ToolVersion
 
-# Frames a decoder may legitimately miss against the header (MP3 padding, encoder delay).
-_HEADER_SLACK_S = 1.0
-_HEADER_SLACK_FRACTION = 0.01
-
-
 @register
 class IngestStage(Stage):
     name = "ingest"
@@ -70,14 +65,8 @@ class IngestStage(Stage):
         if scan.frames == 0:
             return self.reject(row, "no_audio", f"{scan.format} file with no audio frames")
         duration = scan.duration_s
-        if scan.header_frames and scan.decoder == "soundfile":
-            promised = scan.header_frames / scan.sample_rate
-            if promised - duration > max(_HEADER_SLACK_S, _HEADER_SLACK_FRACTION * promised):
-                return self.reject(
-                    row, "damaged",
-                    f"damaged or cut-off file: its header promises {promised:.1f} s "
-                    f"but only {duration:.1f} s decode",
-                )
+        if scan.damage:
+            return self.reject(row, "damaged", scan.damage)
         if duration < cfg.min_duration_s:
             return self.reject(row, "too_short", f"{duration:.2f} s of audio; the minimum is {cfg.min_duration_s:g} s")
         if scan.peak_dbfs < cfg.silence_dbfs:

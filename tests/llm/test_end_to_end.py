@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from helpers import run_mfpipe
 
 from mfpipe.prompts import load_prompt
 from mfpipe.schemas.synthesize import SKILLS, SynthesizeRecord
@@ -22,9 +22,6 @@ from mfpipe.schemas.synthesize import SKILLS, SynthesizeRecord
 from .conftest import EXAMPLES, INJECTED_FILE, INJECTION_MARK, TRUTH, RunningWatcher, write_upstream
 
 pytestmark = pytest.mark.slow
-
-MFPIPE = str(Path(sys.executable).with_name("mfpipe"))
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -42,10 +39,8 @@ def servers_on(port: int) -> list[psutil.Process]:
 
 
 def mfpipe_run(out: Path, port: int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [MFPIPE, "run", "--stage", "synthesize", "--input", str(EXAMPLES), "--output", str(out),
-         "--set", "profile=cpu", "--set", f"llm.server.port={port}"],
-        capture_output=True, text=True, timeout=900)
+    return run_mfpipe("run", "--stage", "synthesize", "--input", str(EXAMPLES), "--output", str(out),
+                      "--set", "profile=cpu", "--set", f"llm.server.port={port}", timeout=900, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,575 @@
+"""`AudioLM`: Music Flamingo (transformers) behind a small interface.
+
+What it offers (all batched; each input is a `Query`: 16 kHz mono float32
+audio of at most one 30 s window plus a prompt):
+
+- `generate(queries)`  free text for many clips per `generate` call: the
+  surface captioner's workhorse. Clips are sorted by length and cut into
+  batches of `batch_size`; rows are left-padded.
+- `ask(audio, prompt)` one clip, one answer (convenience around `generate`).
+- `yes_no(queries)`    a yes/no judgement with its probability, read from the
+  logits of the yes/no tokens at the first step of greedy decoding (one
+  forward pass, no sampling): `YesNo(answer, p_yes, mass)`.
+- `score(queries)`     a 1-10 (or low-high) score the same way:
+  `Score(value, expected, probs, mass)`.
+
+Batched output equals one-at-a-time output under greedy decoding (float32 on
+CPU; tests check it). What makes that true here, beyond transformers' own
+left padding and masks:
+- every clip yields audio tokens: a clip shorter than ~20 ms gets zero audio
+  tokens, and then transformers' `_build_audio_timestamps` maps the batch's
+  encoder rows to the wrong conversations, silently shifting the rotary time
+  embeddings of the NEXT clip in the batch by 30 s (and crashing when alone).
+  Clips under `MIN_CLIP_S` are refused with a clear error instead;
+- audio features are cast to the model dtype (bf16 inputs otherwise crash the
+  encoder's first convolution);
+- decoding is forced greedy with a fresh generation config (a checkpoint's
+  sampling defaults would make runs unrepeatable);
+- prompt text cannot smuggle in special tokens such as `<sound>` (an extra
+  audio placeholder breaks the audio/token count for the whole batch).
+A clip with non-finite samples, or a batch that fails (out of memory), costs
+only the clips concerned: failing batches are split in halves and retried, so
+one bad clip ends as an `error` on its own answer.
+
+`build_tiny_music_flamingo` makes the cpu profile's stand-in: the real
+architecture with tiny sizes and RANDOM weights (text is noise).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..pipeline.models import preparer
+from . import refs
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30.0  # Music Flamingo's encoder window
+MAX_WINDOWS = 40  # ...and at most 40 of them (1200 s)
+# Below ~20 ms a clip gets zero audio tokens (see the module docstring); keep a margin.
+MIN_CLIP_S = 0.1
+DEFAULT_MODEL = "nvidia/music-flamingo-2601-hf"
+TINY_NAME = "music-flamingo-tiny"
+RANDOM_WEIGHTS_NOTE = ("random-weight stand-in model (cpu profile): the text is NOISE, "
+                       "made only to exercise the pipeline")
+
+log = logging.getLogger(__name__)
+
+
+class AudioLMError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Query:
+    audio: np.ndarray  # float32 mono at 16 kHz, at most one 30 s window
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class YesNo:
+    answer: bool | None  # the greedy choice between yes and no
+    p_yes: float | None  # P(yes) / (P(yes) + P(no)) at the first answer token
+    mass: float | None  # P(yes) + P(no): how much the model wanted to answer yes/no at all
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    value: int | None  # the most probable score
+    expected: float | None  # the probability-weighted mean score
+    probs: tuple[float, ...] = ()  # one per score from low to high, normalised
+    mass: float | None = None  # raw probability of answering with one of the scores
+    error: str | None = None
+
+
+# ---------------------------------------------------------------- windows ---
+
+
+def split_windows(duration_s: float, window_s: float = WINDOW_S,
+                  max_windows: int = MAX_WINDOWS) -> list[tuple[float, float]]:
+    """(start, end) of each window over `duration_s`, the last one partial; at most `max_windows`.
+
+    The count follows ingest's `n_windows` (ceil of duration / window, at least 1).
+    """
+    count = max(1, math.ceil(duration_s / window_s - 1e-9))
+    count = min(count, max_windows)
+    return [(round(i * window_s, 6), round(min((i + 1) * window_s, duration_s), 6)) for i in range(count)]
+
+
+def window_clip(audio: np.ndarray, start_s: float, end_s: float, min_clip_s: float = 1.0,
+                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The samples of one window. A tail shorter than `min_clip_s` is read as the last
+    `min_clip_s` of the song (overlapping the window before it), so every clip carries
+    enough audio for the model to say something about it."""
+    start, end = int(round(start_s * sample_rate)), min(len(audio), int(round(end_s * sample_rate)))
+    need = int(round(min_clip_s * sample_rate))
+    if end - start < need:
+        start = max(0, end - need)
+    return audio[start:end]
+
+
+# ---------------------------------------------------------------- backend ---
+
+
+@dataclass
+class _Chunk:
+    """A batch of queries (indices into the caller's list) ready for the model."""
+
+    indices: list[int]
+    inputs: Any = None
+
+
+class AudioLM:
+    """Music Flamingo via `MusicFlamingoForConditionalGeneration` + `AutoProcessor`."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, revision: str | None = None, dtype: str = "auto",
+                 attn_implementation: str = "auto", device: str = "auto", batch_size: int = 16):
+        import torch
+        from transformers import AutoProcessor, MusicFlamingoForConditionalGeneration
+
+        self.location = refs.resolve(model)
+        self.revision = revision
+        self.random_weights = self.location.random_weights
+        self.batch_size = batch_size
+        self.device = torch.device(_pick_device(device))
+        self.dtype = _pick_dtype(dtype, self.device)
+        self.attn_implementation = _pick_attention(attn_implementation, self.device)
+        hub = dict(revision=revision, local_files_only=self.location.local)
+        _quiet_transformers()
+        processor = AutoProcessor.from_pretrained(self.location.location, **hub)
+        loaded = MusicFlamingoForConditionalGeneration.from_pretrained(
+            self.location.location, dtype=self.dtype, attn_implementation=self.attn_implementation,
+            device_map=str(self.device), **hub,
+        ).eval()
+        self._attach(loaded, processor)
+
+    @classmethod
+    def from_model(cls, model: Any, processor: Any, *, name: str, random_weights: bool,
+                   batch_size: int = 16) -> "AudioLM":
+        """Wrap a model and processor already in memory (the benchmark builds full-size random ones)."""
+        self = cls.__new__(cls)
+        self.location = refs.ModelLocation(name, name, local=False)
+        self.revision = None
+        self.random_weights = random_weights
+        self.batch_size = batch_size
+        self.device, self.dtype = model.device, model.dtype
+        self.attn_implementation = model.config._attn_implementation
+        _quiet_transformers()
+        self._attach(model.eval(), processor)
+        return self
+
+    def _attach(self, model: Any, processor: Any) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        # Longest first, so "<|sound_bos|>" goes before any token it contains.
+        self._special = sorted(set(self.tokenizer.all_special_tokens) | {
+            processor.audio_token, processor.audio_bos_token, processor.audio_eos_token}, key=len, reverse=True)
+        self._pad_id = self.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = model.generation_config.pad_token_id
+        self._eos_ids = model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "AudioLM":
+        """From a config section with the audio-LM fields (model, revision, dtype, ...)."""
+        return cls(cfg.model, revision=cfg.revision, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation,
+                   device=cfg.device, batch_size=cfg.generate_batch)
+
+    # ------------------------------------------------------------ provenance
+    def model_ref(self, role: str = "audio_lm"):
+        from ..schemas import ModelRef
+
+        revision = self.revision or getattr(self.model.config, "_commit_hash", None) \
+            or self.location.content_revision()
+        return ModelRef(role=role, name=self.location.ref, revision=revision, random_weights=self.random_weights)
+
+    def settings(self, **generation: Any) -> dict[str, Any]:
+        """What, besides the model and the prompt, decides the text (for provenance)."""
+        return {"decoding": "greedy", "num_beams": 1, **generation, "dtype": str(self.dtype).replace("torch.", ""),
+                "attn_implementation": self.attn_implementation, "device": self.device.type}
+
+    def notes(self) -> list[str]:
+        return [RANDOM_WEIGHTS_NOTE] if self.random_weights else []
+
+    # ------------------------------------------------------------ public API
+    def generate(self, queries: Sequence[Query], *, max_new_tokens: int = 128, min_new_tokens: int = 0,
+                 batch_size: int | None = None) -> list[Answer]:
+        """Free-text answers, one per query, in order (batched; see the module docstring).
+
+        `batch_size` overrides the clips per generate call (1 = one conversation at a time)."""
+        from transformers import GenerationConfig
+
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False, num_beams=1,
+            eos_token_id=self._eos_ids, pad_token_id=self._pad_id,
+        )
+
+        def run(chunk: _Chunk) -> list[Answer]:
+            import torch
+
+            with torch.inference_mode():
+                out = self.model.generate(**chunk.inputs, generation_config=config)
+            new = out[:, chunk.inputs["input_ids"].shape[1]:]
+            texts = self.processor.batch_decode(new, skip_special_tokens=True)
+            return [Answer(text=t.strip()) for t in texts]
+
+        return self._map(queries, run, lambda msg: Answer(text=None, error=msg), batch_size)
+
+    def ask(self, audio: np.ndarray, prompt: str, *, max_new_tokens: int = 256) -> str:
+        """Answer one prompt about one clip; raises AudioLMError when the clip cannot be used."""
+        answer = self.generate([Query(audio, prompt)], max_new_tokens=max_new_tokens)[0]
+        if answer.error is not None:
+            raise AudioLMError(answer.error)
+        return answer.text or ""
+
+    def yes_no(self, queries: Sequence[Query], *, batch_size: int | None = None) -> list[YesNo]:
+        """Yes/no judgements: each query's prompt is a question (the yes/no instruction is added)."""
+        from ..prompts import load_prompt
+
+        template = load_prompt("audiolm_yes_no")
+        asked = [Query(q.audio, template.render(question=q.prompt.strip())) for q in queries]
+        choices = {"yes": ["Yes", "yes", "YES"], "no": ["No", "no", "NO"]}
+        results = self._choice_mass(asked, choices, batch_size)
+        out = []
+        for r in results:
+            if isinstance(r, str):
+                out.append(YesNo(None, None, None, error=r))
+                continue
+            total = r["yes"] + r["no"]
+            p_yes = r["yes"] / total if total > 0 else 0.5
+            out.append(YesNo(answer=p_yes >= 0.5, p_yes=p_yes, mass=total))
+        return out
+
+    def score(self, queries: Sequence[Query], *, low: int = 1, high: int = 10,
+              batch_size: int | None = None) -> list[Score]:
+        """Scores from `low` to `high`: each query's prompt says what to rate (the format is added)."""
+        from ..prompts import load_prompt
+
+        if not 0 <= low < high <= 99:
+            raise ValueError("scores must lie within 0..99 and low < high")
+        template = load_prompt("audiolm_score")
+        asked = [Query(q.audio, template.render(question=q.prompt.strip(), low=low, high=high)) for q in queries]
+        labels = [str(v) for v in range(low, high + 1)]
+        results = self._choice_mass(asked, {label: [label] for label in labels}, batch_size)
+        out = []
+        for r in results:
+            if isinstance(r, str):
+                out.append(Score(None, None, error=r))
+                continue
+            raw = np.array([r[label] for label in labels], dtype=np.float64)
+            total = float(raw.sum())
+            probs = raw / total if total > 0 else np.full(len(labels), 1.0 / len(labels))
+            values = np.arange(low, high + 1)
+            out.append(Score(value=int(values[int(np.argmax(probs))]), expected=float((probs * values).sum()),
+                             probs=tuple(float(p) for p in probs), mass=total))
+        return out
+
+    # ------------------------------------------------------------ batching
+    def _problem(self, query: Query) -> str | None:
+        audio = query.audio
+        if not isinstance(audio, np.ndarray) or audio.ndim != 1:
+            return "audio must be a 1-D numpy array of 16 kHz mono samples"
+        if len(audio) < MIN_CLIP_S * SAMPLE_RATE:
+            return (f"clip of {len(audio) / SAMPLE_RATE:.3f} s is shorter than {MIN_CLIP_S} s: the model would "
+                    "give it no audio tokens")
+        if len(audio) > WINDOW_S * SAMPLE_RATE + 1:
+            return f"clip of {len(audio) / SAMPLE_RATE:.1f} s is longer than one {WINDOW_S:g} s window"
+        if not np.isfinite(audio).all():
+            return "clip has non-finite samples (NaN or Inf)"
+        return None
+
+    def _clean(self, prompt: str) -> str:
+        for token in self._special:
+            prompt = prompt.replace(token, "")
+        return prompt.strip()
+
+    def _chunks(self, queries: Sequence[Query], valid: list[int], size: int) -> list[list[int]]:
+        """Longest first (an out-of-memory shows at once), `size` per chunk."""
+        order = sorted(valid, key=lambda i: (len(queries[i].audio), len(queries[i].prompt)), reverse=True)
+        return [order[i:i + size] for i in range(0, len(order), size)]
+
+    def _encode(self, queries: Sequence[Query], indices: list[int]) -> Any:
+        texts = [
+            self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "audio"},
+                                              {"type": "text", "text": self._clean(queries[i].prompt)}]}],
+                tokenize=False, add_generation_prompt=True,
+            )
+            for i in indices
+        ]
+        audio = [np.asarray(queries[i].audio, dtype=np.float32) for i in indices]
+        inputs = self.processor(text=texts, audio=audio, sampling_rate=SAMPLE_RATE, padding_side="left")
+        inputs.pop("num_audio_tokens", None)
+        return inputs.to(self.device, dtype=self.dtype)
+
+    def _map(self, queries: Sequence[Query], run: Callable[[_Chunk], list], failed: Callable[[str], Any],
+             batch_size: int | None = None) -> list:
+        """Run `run` over length-sorted chunks; failures split the chunk until they are isolated."""
+        results: list[Any] = [None] * len(queries)
+        valid = []
+        for i, query in enumerate(queries):
+            problem = self._problem(query)
+            if problem:
+                results[i] = failed(problem)
+            else:
+                valid.append(i)
+        for indices in self._chunks(queries, valid, batch_size or self.batch_size):
+            for i, value in self._run_isolating(queries, indices, run, failed).items():
+                results[i] = value
+        return results
+
+    def _run_isolating(self, queries: Sequence[Query], indices: list[int], run: Callable[[_Chunk], list],
+                       failed: Callable[[str], Any]) -> dict[int, Any]:
+        try:
+            chunk = _Chunk(indices, self._encode(queries, indices))
+            return dict(zip(indices, run(chunk)))
+        except Exception as exc:  # noqa: BLE001 - isolate the clip that fails
+            _free_memory()
+            if len(indices) == 1:
+                return {indices[0]: failed(f"{type(exc).__name__}: {exc}"[:500])}
+            log.warning("audio-LM batch of %d failed (%s); splitting it", len(indices), exc)
+            mid = len(indices) // 2
+            left = self._run_isolating(queries, indices[:mid], run, failed)
+            return left | self._run_isolating(queries, indices[mid:], run, failed)
+
+    # ------------------------------------------------------------ judgements
+    def _token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _choice_mass(self, queries: Sequence[Query], choices: dict[str, list[str]],
+                     batch_size: int | None = None) -> list[dict[str, float] | str]:
+        """Raw probability of each choice as the model's first answer token(s), greedy prefix.
+
+        A choice counts its spellings that are one token. A choice with no one-token spelling
+        may use two-token ones if all of those share one first token (digits: "10" is "1"
+        then "0" in Qwen's tokenizer); a one-token choice that is also that first token only
+        counts when the model would stop there: P("1") * (1 - P("0" | "1")).
+        """
+        seqs: dict[str, list[list[int]]] = {}
+        for name, variants in choices.items():
+            tokens = [self._token_ids(v) for v in variants]
+            single = [t for t in tokens if len(t) == 1]
+            seqs[name] = single or [t for t in tokens if len(t) == 2]
+        longer = [s for variants in seqs.values() for s in variants if len(s) > 1]
+        if any(not v for v in seqs.values()) or len({s[0] for s in longer}) > 1:
+            raise ValueError(f"choices {list(choices)} do not tokenize into one token or a shared two-token prefix")
+        prefix = longer[0][0] if longer else None
+        seconds = sorted({s[1] for s in longer})
+
+        def run(chunk: _Chunk) -> list[dict[str, float]]:
+            p0, p1 = self._first_steps(chunk.inputs, prefix)
+            go_on = p1[:, seconds].sum(-1) if p1 is not None else None
+            masses: dict[str, Any] = {}
+            for name, variants in seqs.items():
+                total = 0.0
+                for s in variants:
+                    if len(s) == 2:
+                        total = total + p0[:, s[0]] * p1[:, s[1]]
+                    elif s[0] == prefix:
+                        total = total + p0[:, s[0]] * (1.0 - go_on)
+                    else:
+                        total = total + p0[:, s[0]]
+                masses[name] = total
+            return [{name: float(m[row]) for name, m in masses.items()} for row in range(len(chunk.indices))]
+
+        return self._map(queries, run, lambda msg: msg, batch_size)
+
+    def _first_steps(self, inputs: Any, prefix: int | None):
+        """Next-token probabilities after the prompt and, when `prefix` is given, after prompt + prefix.
+
+        Position ids come from the attention mask exactly as `generate` makes them, so the
+        first step equals the first step of greedy decoding.
+        """
+        import torch
+
+        mask = inputs["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        with torch.inference_mode():
+            out = self.model(**inputs, position_ids=positions, use_cache=prefix is not None, logits_to_keep=1)
+            p0 = out.logits[:, -1].float().softmax(-1)
+            if prefix is None:
+                return p0, None
+            rows = mask.shape[0]
+            step = self.model(
+                input_ids=torch.full((rows, 1), prefix, dtype=torch.long, device=mask.device),
+                attention_mask=torch.cat([mask, mask.new_ones(rows, 1)], dim=1),
+                position_ids=positions[:, -1:] + 1,
+                past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1,
+            )
+            return p0, step.logits[:, -1].float().softmax(-1)
+
+
+# ---------------------------------------------------------------- helpers ---
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _pick_dtype(dtype: str, device) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+
+
+def _pick_attention(attn: str, device) -> str:
+    """sdpa by default; flash-attention 2 when asked for `auto` on a GPU where it is installed."""
+    if attn != "auto":
+        return attn
+    import importlib.util
+
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _free_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _LengthWarningFilter(logging.Filter):
+    # MusicFlamingoConfig sets max_position_embeddings to the RoTE theta (1200), so generate
+    # warns about "exceeding the predefined maximum length" on every long prompt; the
+    # language model's own limit (32k for Qwen2.5) is what counts.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "predefined maximum length" not in record.getMessage()
+
+
+def _quiet_transformers() -> None:
+    """No weight-loading progress bars in worker logs, no misleading length warning."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    target = logging.getLogger("transformers.generation.utils")
+    if not any(isinstance(f, _LengthWarningFilter) for f in target.filters):
+        target.addFilter(_LengthWarningFilter())
+
+
+# ---------------------------------------------------------------- tiny model ---
+
+_TINY_BUILDER_VERSION = 1
+_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>", "<|sound_bos|>", "<|sound_eos|>"]
+# ChatML with one <sound> per audio item before the text. Newlines are string literals:
+# Jinja's `{%-` trimming would eat literal ones.
+_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
+    "{%- for item in message['content'] if item['type'] == 'audio' -%}{{- '<sound>' -}}{%- endfor -%}"
+    "{%- for item in message['content'] if item['type'] == 'text' -%}{{- item['text'] -}}{%- endfor -%}"
+    "{%- endif -%}{{- '<|im_end|>\\n' -}}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+_WORDS = (
+    "a an the this with and of in on is are it its song track music clip piece sound voice vocals singer "
+    "male female choir spoken lyrics instrumental drums kick snare hi-hat bass electric acoustic guitar piano "
+    "keys organ synth pad lead strings violin cello flute brass trumpet saxophone percussion beat groove "
+    "slow fast mid tempo steady swing waltz march ballad pop rock jazz folk blues electronic ambient dance "
+    "classical hip-hop calm warm bright dark sad happy tense dreamy energetic gentle soft loud quiet major "
+    "minor key chord chords progression harmony melody rhythm verse chorus bridge intro outro build drop "
+    "yes no Yes No YES NO 0 1 2 3 4 5 6 7 8 9 10 . , ! ?"
+).split()
+
+
+def _tiny_corpus(seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    lines = [" ".join(rng.choice(_WORDS, size=12)) for _ in range(3000)] + _WORDS * 20
+    from ..prompts import available, load_prompt
+
+    lines += [load_prompt(pid).text for pid in available()]
+    return lines
+
+
+def build_tiny_music_flamingo(folder: Path, *, seed: int = 0, init_std: float = 0.2) -> Path:
+    """Write a tiny RANDOM-WEIGHT Music Flamingo (real architecture, processor and chat format) to `folder`.
+
+    Audio encoder: 128 mel bins, 2 layers, width 64; language model: Qwen2, 2 layers, width 64;
+    a byte-level BPE tokenizer trained here on a few music words. Weights are drawn with a
+    larger spread than the usual init (`init_std`) so the output depends visibly on the audio
+    and on the time embeddings, which makes batching mistakes show in tests.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (AudioFlamingo3EncoderConfig, MusicFlamingoConfig,
+                              MusicFlamingoForConditionalGeneration, MusicFlamingoProcessor,
+                              PreTrainedTokenizerFast, Qwen2Config, WhisperFeatureExtractor)
+
+    _quiet_transformers()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(_tiny_corpus(seed), trainers.BpeTrainer(
+        vocab_size=512, special_tokens=_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        extra_special_tokens=_SPECIAL[3:])
+    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=SAMPLE_RATE, hop_length=160, n_fft=400,
+                                       chunk_length=int(WINDOW_S), return_attention_mask=True)
+    processor = MusicFlamingoProcessor(features, tokenizer, chat_template=_CHAT_TEMPLATE)
+    ids = tokenizer.convert_tokens_to_ids(_SPECIAL)
+    config = MusicFlamingoConfig(
+        audio_config=AudioFlamingo3EncoderConfig(num_mel_bins=128, encoder_layers=2, d_model=64,
+                                                 encoder_attention_heads=2, encoder_ffn_dim=128,
+                                                 max_source_positions=1500),
+        text_config=Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                max_position_embeddings=4096, tie_word_embeddings=False),
+        audio_token_id=ids[3], audio_bos_token_id=ids[4], audio_eos_token_id=ids[5],
+    )
+    torch.manual_seed(seed)
+    model = MusicFlamingoForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, init_std)
+    model.generation_config.eos_token_id = ids[2]
+    model.generation_config.pad_token_id = ids[0]
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / refs.MARKER).write_text(json.dumps({
+        "name": TINY_NAME, "random_weights": True, "builder_version": _TINY_BUILDER_VERSION, "seed": seed,
+        "about": "tiny Music Flamingo with RANDOM weights built by mfpipe: its text is noise",
+    }, indent=2))
+    return folder
+
+
+@preparer(TINY_NAME, profiles=("cpu",))
+def prepare_tiny_music_flamingo(root: Path) -> Path:
+    """Tiny random-weight Music Flamingo (real architecture) for the cpu profile; its text is noise."""
+    folder = root / TINY_NAME
+    marker = folder / refs.MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("builder_version") == _TINY_BUILDER_VERSION \
+            and (folder / "model.safetensors").is_file():
+        return folder
+    return build_tiny_music_flamingo(folder)
+
+
+__all__ = [
+    "AudioLM", "AudioLMError", "Answer", "Query", "Score", "YesNo", "split_windows", "window_clip",
+    "build_tiny_music_flamingo", "SAMPLE_RATE", "WINDOW_S", "MAX_WINDOWS", "MIN_CLIP_S", "RANDOM_WEIGHTS_NOTE",
+]

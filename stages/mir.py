@@ -1,0 +1,69 @@
+"""MIR back-fill: tempo, beats, downbeats, meter, key, chords and loudness from classic tools.
+
+The facts the LLM must respect and the quality filter checks captions against.
+Each worker loads madmom, essentia and Chordino once (`setup`), decodes each
+song once (44.1 kHz float32 mono, the first `processed_s` seconds) and hands
+the same array to every tool (`mfpipe.mir.analysis`). Workers are single-
+threaded; the actor pool has one per core by default (`mir.resources`).
+
+Bad input: a song too short or too quiet for one tool gets that tool's fields
+null/empty and the reason in `provenance.notes`; the other tools' facts stay.
+A song that no longer decodes is a reject (its error class from the decoder).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import audio
+from ..pipeline.registry import register
+from ..pipeline.stage import Stage
+from ..schemas import MirRecord, Reject, ToolVersion
+
+
+@register
+class MirStage(Stage):
+    name = "mir"
+    record = MirRecord
+    requires = ("ingest",)
+    columns = {"ingest": ("song_id", "source", "processed_s", "truncated")}
+    summary = "madmom beats/downbeats/meter, essentia key + loudness, Chordino chords (CPU, decode once)"
+
+    def setup(self) -> None:
+        from ..mir import MirAnalyzer
+
+        self.cfg = self.config.mir
+        self.analyzer = MirAnalyzer(self.cfg)
+        self._tools = self.analyzer.tool_versions()
+        self._settings = json.dumps(self.analyzer.settings(), sort_keys=True, separators=(",", ":"))
+
+    def tool_versions(self) -> list[ToolVersion]:
+        return self._tools
+
+    def process_batch(self, rows: list[dict[str, Any]]) -> list[MirRecord | Reject]:
+        return [self._analyse(row) for row in rows]
+
+    def _analyse(self, row: dict[str, Any]) -> MirRecord | Reject:
+        from ..mir import SAMPLE_RATE
+
+        try:
+            audio.file_size(row["source"])  # decoders report a missing file as undecodable: ask first
+        except FileNotFoundError:
+            return self.reject(row, "missing", "file not found (it was there at ingest)", retryable=True)
+        try:
+            mono = audio.load_mono(row["source"], SAMPLE_RATE, max_seconds=row.get("processed_s"))
+        except audio.AudioError as exc:
+            return self.reject(row, exc.kind, exc.message)
+        if len(mono) == 0:
+            return self.reject(row, "no_audio", "no audio frames decoded")
+        facts = self.analyzer.analyse(mono)
+        notes = list(facts.notes)
+        if row.get("truncated"):
+            notes.append(f"analysed the first {facts.duration_s:.1f} s (the song was truncated at ingest)")
+        return MirRecord(
+            song_id=row["song_id"],
+            source=row["source"],
+            provenance=self.provenance(settings=self._settings, notes=notes),
+            **facts.record_fields(),
+        )
