@@ -59,7 +59,7 @@ def cpu_config(*overrides: str):
 
 
 @pytest.fixture(scope="session")
-def llm_server():
+def llm_server(tmp_path_factory):
     """The session's real vLLM server, started by mfpipe's own server code."""
     url = os.environ.get("MFPIPE_TEST_LLM_URL")
     if url:
@@ -71,6 +71,7 @@ def llm_server():
         pytest.skip(f"no vLLM environment at {python} (scripts/install.sh makes it unless MFPIPE_SKIP_VLLM=1)")
     assert model_path(cfg.llm.server.local_model).is_dir(), "run `mfpipe models prepare` (scripts/install.sh does)"
     server = VllmServer.from_config(cfg.llm)
+    server.log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     server.start()
     try:
         yield Server(server.base_url)

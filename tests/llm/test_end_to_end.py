@@ -40,7 +40,8 @@ def servers_on(port: int) -> list[psutil.Process]:
 
 def mfpipe_run(out: Path, port: int) -> subprocess.CompletedProcess:
     return run_mfpipe("run", "--stage", "synthesize", "--input", str(EXAMPLES), "--output", str(out),
-                      "--set", "profile=cpu", "--set", f"llm.server.port={port}", timeout=900, check=False)
+                      "--set", "profile=cpu", "--set", f"llm.server.port={port}",
+                      "--set", f"llm.server.log_file={out / 'vllm.log'}", timeout=900, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,10 @@ def test_a_missing_python_is_a_clear_error(tmp_path):
         server.start()
 
 
-def test_a_server_that_exits_while_starting_reports_its_log():
+def test_a_server_that_exits_while_starting_reports_its_log(tmp_path):
     # The pipeline's own Python has no vLLM: the launcher dies at once, and the error says why.
-    server = VllmServer(python=sys.executable, model="m", served_name="m", startup_timeout_s=60)
+    server = VllmServer(python=sys.executable, model="m", served_name="m", startup_timeout_s=60,
+                        log_file=str(tmp_path / "server.log"))
     started = time.monotonic()
     with pytest.raises(ServerStartError, match="exited") as info:
         server.start()
