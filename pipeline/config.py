@@ -153,6 +153,85 @@ class MirConfig(StageSection):
     loudness: MirLoudnessConfig = Field(default_factory=MirLoudnessConfig)
 
 
+class VllmServerConfig(Section):
+    """How mfpipe starts its own vLLM server when `llm.base_url` is not set."""
+
+    # The Python of vLLM's own environment (vLLM pins its own torch). Relative paths are
+    # resolved against the project root, then the current directory.
+    python: str = ".venv-vllm/bin/python"
+    # What to serve: a Hugging Face id or a folder. `local_model` (a model that
+    # `mfpipe models prepare` builds) wins when set.
+    model: str | None = None  # None: llm.model
+    local_model: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)  # None: a free port
+    # Extra `vllm serve` flags, e.g. ["--tensor-parallel-size", "8"] (infra/vllm lists the production ones).
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)  # extra environment for the server
+    startup_timeout_s: float = Field(900.0, gt=0)
+    stop_timeout_s: float = Field(30.0, gt=0)
+    # Server log file; None: a file in the system temp folder (its path is printed on failure).
+    log_file: str | None = None
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int | None = None
+    # Upper bound on generated tokens per request (reasoning included); each request also
+    # gets a bound derived from its schema, and the smaller one is used.
+    max_tokens: int = Field(4096, ge=16)
+    # gpt-oss and other reasoning models: "low" | "medium" | "high"; None: not sent.
+    reasoning_effort: str | None = None
+    # Server-specific sampling parameters sent as they are (vLLM: repetition_penalty, min_p, top_k, ...).
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class LlmConfig(Section):
+    """The OpenAI-compatible LLM endpoint (a vLLM server) and how the client talks to it."""
+
+    base_url: str | None = None  # e.g. http://vllm:8000/v1; None: start a local server (llm.server)
+    model: str = "openai/gpt-oss-120b"  # the served model name sent with each request
+    # Name of the environment variable holding the API key (never the key itself:
+    # the config is stored with the outputs).
+    api_key_env: str = "MFPIPE_LLM_API_KEY"
+    concurrency: int = Field(64, ge=1)  # requests in flight per worker process
+    timeout_s: float = Field(600.0, gt=0)  # per request (one attempt)
+    max_retries: int = Field(4, ge=0)  # on timeouts, connection errors, 429 and 5xx
+    backoff_s: float = Field(1.0, ge=0)  # first wait; doubles per retry, with jitter
+    backoff_max_s: float = Field(60.0, ge=0)
+    repair: bool = True  # one repair request when the output does not validate
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    server: VllmServerConfig = Field(default_factory=VllmServerConfig)
+
+
+class ConsistencyConfig(Section):
+    """Tolerances of the checks that compare generated text with the MIR facts (mfpipe.consistency)."""
+
+    # A stated BPM agrees with MIR within max(bpm_tolerance_abs, bpm_tolerance_pct% of MIR).
+    bpm_tolerance_pct: float = Field(4.0, ge=0)
+    bpm_tolerance_abs: float = Field(2.0, ge=0)
+    # Accept half / double the MIR tempo when the text itself says "half-time" / "double-time".
+    allow_half_double_time: bool = True
+
+
+class SynthesizeConfig(StageSection):
+    """Rich captions, structured metadata and five-skill QA from the surface captions + MIR facts."""
+
+    prompt: str = "synthesize"  # prompt id (latest version) or id.vN in prompts/
+    target_words: int = Field(450, ge=20)  # rich caption length the prompt asks for (paper: ~452)
+    # Hard cap on the caption (JSON-schema maxLength), in characters per target word.
+    caption_chars_per_word: float = Field(9.0, ge=4)
+    qa_open_per_skill: int = Field(2, ge=0, le=10)  # open-ended questions per skill
+    qa_choice_per_skill: int = Field(2, ge=0, le=10)  # multiple-choice questions per skill
+    choice_options: int = Field(4, ge=2, le=6)
+    # Replace the metadata's bpm/key/meter with the MIR facts when MIR has them (the model's
+    # own values are still checked and flagged).
+    ground_metadata: bool = True
+    # How much of each input goes into the prompt (the rest is cut, with a note).
+    max_lyrics_chars: int = Field(4000, ge=0)
+    max_caption_windows: int = Field(40, ge=0)
+    max_chord_changes: int = Field(64, ge=0)
 class RunConfig(Section):
     """How a run executes. Not part of the config hash: it never changes the data."""
 
@@ -179,6 +258,10 @@ class PipelineConfig(Section):
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     lyrics: LyricsConfig = Field(default_factory=LyricsConfig)
     mir: MirConfig = Field(default_factory=MirConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
+    # Shared by synthesize (flags) and the quality filter (drops).
+    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
 
     def stage_section(self, stage: str) -> StageSection | None:
         section = getattr(self, stage, None)

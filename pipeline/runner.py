@@ -10,6 +10,7 @@ are finished run concurrently (the GPU captioner overlaps the CPU MIR pool).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -152,6 +153,8 @@ class Runner:
         self.progress = progress or (lambda *_: None)
         self.run = RunInfo(run_id=new_run_id(), config_hash=config.content_hash(), code_rev=code_revision())
         self._ray_lock = threading.Lock()
+        # What stages share for the whole run (e.g. an LLM server); closed when the run ends.
+        self._services = contextlib.ExitStack()
 
     # ------------------------------------------------------------ top level
     def execute(self, stage_names: list[str], discovery: Discovery | None) -> RunResult:
@@ -172,11 +175,13 @@ class Runner:
             try:
                 result.stages = self._run_dag(stage_names, discovery)
             finally:
+                self._services.close()
                 self._save_run(stage_names, discovery, result, started,
                                status="ok" if result.ok else "failed")
         return result
 
     def close(self) -> None:
+        self._services.close()
         shutdown_ray()
 
     def _save_run(self, stages: list[str], discovery: Discovery | None, result: RunResult,
@@ -355,8 +360,9 @@ class Runner:
         ds, n_batches = self._input_dataset(stage_cls, base, res.batch_size)
         workers = pool_size(res, capacity, n_batches)
         summary.workers = workers
+        config = stage_cls.open_services(self.config, self._services)
         ds = ds.map_batches(
-            StageWorker.bind(stage_cls, self.config, self.run),
+            StageWorker.bind(stage_cls, config, self.run),
             batch_size=res.batch_size,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=workers),

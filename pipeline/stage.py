@@ -10,6 +10,7 @@ Ray Data, sinks, progress.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import traceback
 from typing import Any, ClassVar
@@ -64,6 +65,13 @@ class Stage:
     def banner_notes(cls, config: PipelineConfig) -> list[str]:
         """Lines the run banner must show for this stage (e.g. models with random weights)."""
         return []
+
+    @classmethod
+    def open_services(cls, config: PipelineConfig, services: contextlib.ExitStack) -> PipelineConfig:
+        """Driver side, before this stage's workers start: start what all of them share (a model
+        server), registering its stop on `services` (closed when the run ends), and return the
+        config the workers get (e.g. with the server's URL). Runs once per stage per run."""
+        return config
 
     @classmethod
     def upstream(cls) -> tuple[str, ...]:

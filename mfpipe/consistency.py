@@ -1,0 +1,362 @@
+"""Does generated text contradict the MIR facts? Flags for tempo, key, mode, meter and chords.
+
+Used by `synthesize` (it stores the flags with each row) and by the quality
+filter (it drops flagged items). The checks read only clear statements and
+stay quiet when unsure: a missed contradiction costs less than a wrongly
+dropped caption, and the MIR tools are not perfect either.
+
+What counts as a contradiction (tolerances in the `consistency` config section):
+- tempo: a stated BPM ("120 BPM", "tempo of 96") farther from the MIR tempo than
+  max(bpm_tolerance_abs, bpm_tolerance_pct % of it). Half or double the MIR
+  tempo is accepted only when the same sentence says "half-time" or
+  "double-time" (beat trackers and listeners disagree by octaves; an unmarked
+  60 for a 120 BPM song is still a contradiction).
+- key / mode: a key statement ("in A minor", "key of F# major", "the E minor
+  tonality") whose tonic differs from the MIR key (enharmonics are equal, a
+  relative major/minor is a different key) → `key`; same tonic, other mode →
+  `mode`. Mentions after "relative", "parallel", "modulates to", "borrowed"
+  are not claims about the song's key and are skipped.
+- meter: "3/4", "6/8 time", "triple meter", "waltz time", "common time" against
+  the MIR beats per bar. Duple and quadruple are one family (2 ↔ 4: downbeat
+  trackers do not separate them); 6/8 agrees with 2, 3 or 6; 12/8 with 4 or 12;
+  9/8 with 3 or 9.
+- chords: chord names Chordino never reported. Names are read from chord
+  symbols with a quality (Am, E7, F#m7, Bbmaj7, G/B), from progressions
+  ("C–G–Am–F", "C - G - Am - F"), from lists next to the word "chords"
+  ("the chords C, G, Am and F") and from prose ("the D minor chord"). A name
+  matches when root (enharmonic) and triad family (major, minor, diminished,
+  augmented, suspended) match a Chordino label: E7 agrees with E, Em does not.
+  Roman numerals are not checked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .schemas.synthesize import ConsistencyFlag
+
+PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    bpm_pct: float = 4.0
+    bpm_abs: float = 2.0
+    allow_half_double_time: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Tolerance":
+        return cls(bpm_pct=cfg.bpm_tolerance_pct, bpm_abs=cfg.bpm_tolerance_abs,
+                   allow_half_double_time=cfg.allow_half_double_time)
+
+
+# ------------------------------------------------------------------ pitch helpers
+
+_ACC = r"(?:#|♯|b|♭|[- ]sharp|[- ]flat)"
+
+
+def pitch_class(root: str, accidental: str | None = None) -> int:
+    pc = PITCH[root.upper()]
+    acc = (accidental or "").strip(" -").lower()
+    if acc in ("#", "♯", "sharp"):
+        pc += 1
+    elif acc in ("b", "♭", "flat"):
+        pc -= 1
+    return pc % 12
+
+
+def key_name(pc: int, mode: str | None) -> str:
+    return f"{NAMES[pc]} {mode}" if mode else NAMES[pc]
+
+
+def parse_key(text: str | None) -> tuple[int, str | None] | None:
+    """'C major', 'F# minor', 'Bb', 'Am', 'E-flat minor' → (pitch class, mode or None)."""
+    if not text:
+        return None
+    m = re.fullmatch(rf"\s*([A-Ga-g])({_ACC})?\s*(major|minor|maj|min|m)?\s*", text.strip())
+    if not m:
+        return None
+    mode = {"major": "major", "maj": "major", "minor": "minor", "min": "minor", "m": "minor"}.get(
+        (m.group(3) or "").lower())
+    return pitch_class(m.group(1), m.group(2)), mode
+
+
+# ------------------------------------------------------------------ chords
+
+# Quality suffixes, longest first so "maj7" is not read as "m".
+_QUALITY = r"(?:maj13|maj11|maj9|maj7|maj|min7|min|m7b5|mMaj7|m13|m11|m9|m7|m6|m|dim7|dim|°7|°|ø7|ø|aug|\+|sus2|sus4|sus|add9|add11|13|11|9|7|6|5)"
+_CHORD = rf"[A-G](?:#|♯|b|♭)?{_QUALITY}?(?:/[A-G](?:#|♯|b|♭)?)?"
+_CHORD_WITH_QUALITY = re.compile(rf"(?<![\w#♯♭/])([A-G](?:#|♯|b|♭)?{_QUALITY}(?:/[A-G](?:#|♯|b|♭)?)?)(?![\w#♯♭+°ø])")
+_SEP = r"\s*(?:–|—|-|→|->|\|)\s*"
+_PROGRESSION = re.compile(rf"(?<![\w#♯♭/])({_CHORD}(?:{_SEP}{_CHORD})+)(?![\w#♯♭+°ø])")
+_LIST = rf"{_CHORD}(?:\s*,\s*(?:and\s+)?{_CHORD}|\s+and\s+{_CHORD})+"
+_LIST_AFTER = re.compile(rf"\bchords?\s*(?:of|:|are|were|such as|like|including|include|includes)?\s*({_LIST})(?![\w#♯♭+°ø])")
+_LIST_BEFORE = re.compile(rf"(?<![\w#♯♭/])({_LIST})\s+chords?\b")
+_PROSE_CHORD = re.compile(rf"\b(?:the\s+|an?\s+)?([A-G])({_ACC})?[- ](major|minor|diminished|augmented)\s+(?:chord|triad|seventh|7th)\b")
+_BARE_CHORD = re.compile(r"\bthe\s+([A-G](?:#|♯|b|♭)?)\s+chord\b")
+
+
+def chord_family(quality: str) -> str:
+    q = quality or ""
+    if q.startswith(("dim", "°", "ø", "m7b5")):
+        return "dim"
+    if q.startswith(("aug", "+")):
+        return "aug"
+    if q.startswith("sus"):
+        return "sus"
+    if q.startswith(("min", "mMaj")) or (q.startswith("m") and not q.startswith("maj")):
+        return "min"
+    return "maj"  # major triads, dominant and major sevenths, sixths, added notes, power chords
+
+
+def parse_chord(label: str) -> tuple[int, str] | None:
+    """'Am7' → (9, 'min'); 'G/B' → (7, 'maj'); 'N' or unreadable → None."""
+    m = re.fullmatch(r"\s*([A-G])(#|♯|b|♭)?(.*?)(?:/[A-G](?:#|♯|b|♭)?)?\s*", label or "")
+    if not m:
+        return None
+    return pitch_class(m.group(1), m.group(2)), chord_family(m.group(3))
+
+
+def chord_label(chord: tuple[int, str]) -> str:
+    pc, family = chord
+    return NAMES[pc] + {"maj": "", "min": "m", "dim": "dim", "aug": "aug", "sus": "sus"}[family]
+
+
+def chords_in_text(text: str) -> list[str]:
+    """Chord names a text states, as written."""
+    found: list[str] = []
+    for pattern in (_PROGRESSION, _LIST_AFTER, _LIST_BEFORE):
+        for m in pattern.finditer(text):
+            found.extend(re.findall(_CHORD, m.group(1)))
+    found.extend(m.group(1) for m in _CHORD_WITH_QUALITY.finditer(text))
+    for m in _PROSE_CHORD.finditer(text):
+        suffix = {"major": "", "minor": "m", "diminished": "dim", "augmented": "aug"}[m.group(3).lower()]
+        found.append(m.group(1) + _accidental_symbol(m.group(2)) + suffix)
+    found.extend(m.group(1) for m in _BARE_CHORD.finditer(text))
+    return list(dict.fromkeys(found))
+
+
+def _accidental_symbol(acc: str | None) -> str:
+    a = (acc or "").strip(" -").lower()
+    return "#" if a in ("#", "♯", "sharp") else "b" if a in ("b", "♭", "flat") else ""
+
+
+# ------------------------------------------------------------------ statements in prose
+
+# Sentence ends: . ! ? followed by a space (so "120.5 BPM" and "b.p.m." stay whole) or a newline.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_HALF_DOUBLE = re.compile(r"\b(half|double)[- ]?time\b", re.I)
+_BPM = re.compile(r"\b(\d{2,3}(?:\.\d+)?)\s*(?:bpm|b\.p\.m\.?|beats per minute|beats a minute)", re.I)
+_TEMPO = re.compile(r"\btempo\s+(?:of|is|at|around|near|sits at|hovers around)\s+(?:about|around|roughly|approximately|~)?\s*(\d{2,3}(?:\.\d+)?)\b(?!\s*(?:%|percent|seconds|s\b|bars|minutes))", re.I)
+
+_KEY = re.compile(rf"(?<![\w#♯♭])([A-G])({_ACC})?[- ]?(major|minor)\b")
+_KEY_BEFORE = re.compile(r"(?:\bkey(?:\s+of|\s+is|:)?|\btonality(?:\s+of)?|\btonal cent(?:er|re)(?:\s+of)?|"
+                         r"\bcent(?:ered|red)\s+(?:on|in)|\b(?:set|written|played|performed|sits|rooted|is|stays|remains|sung)\s+in|"
+                         r"^in|[,;(]\s*in|\bin)\s*(?:the\s+)?$", re.I)
+_KEY_AFTER = re.compile(r"^\s*(?:key|tonality|tonal cent(?:er|re)|home key)\b", re.I)
+_NOT_KEY_AFTER = re.compile(r"^\s*(?:chord|triad|seventh|7th|arpeggio|scale|pentatonic|sixth|ninth|add|progression|riff|lick)", re.I)
+_NOT_KEY_BEFORE = re.compile(r"\b(?:relative|parallel|modulat\w*|modulation\s+to|shifts?\s+to|moves?\s+to|borrow\w*|"
+                             r"dominant|subdominant|secondary|toward|towards|versus|vs\.?|from|into|not|than)\b[^.]{0,24}$", re.I)
+
+_METER = re.compile(r"(?<![\d/.])(2|3|4|5|6|7|9|12)/(2|4|8|16)(?![\d/])")
+_METER_AFTER = re.compile(r"^\s*(?:time|meter|metre|signature|feel|groove|pulse|bars?|waltz|rhythm|swing|shuffle|count)\b", re.I)
+_METER_BEFORE = re.compile(r"(?:\bin|\bsignature(?:\s+of|\s+is|:)?|\bmeter(?:\s+of|\s+is|:)?|\bmetre(?:\s+of|\s+is|:)?|\ba|\bits)\s*$", re.I)
+_METER_WORDS = re.compile(r"\b(triple|duple|quadruple|waltz|common|compound duple|compound triple)[- ](?:time|meter|metre)\b", re.I)
+_METER_WORD_VALUE = {"triple": 3, "waltz": 3, "duple": 2, "quadruple": 4, "common": 4,
+                     "compound duple": 6, "compound triple": 9}
+# Beats per bar that a stated numerator agrees with (see the module doc).
+_METER_OK = {2: {2, 4}, 4: {4, 2}, 3: {3}, 6: {6, 2, 3}, 12: {12, 4}, 9: {9, 3}, 5: {5}, 7: {7}}
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def stated_tempi(text: str) -> list[tuple[float, bool, str]]:
+    """(BPM, the sentence says half/double time, the words) for each tempo statement."""
+    out = []
+    for sentence in sentences(text):
+        marked = bool(_HALF_DOUBLE.search(sentence))
+        seen: set[int] = set()
+        for pattern in (_BPM, _TEMPO):
+            for m in pattern.finditer(sentence):
+                if m.start(1) in seen:
+                    continue
+                seen.add(m.start(1))
+                out.append((float(m.group(1)), marked, m.group(0).strip()))
+    return out
+
+
+def stated_keys(text: str) -> list[tuple[int, str, str]]:
+    """(pitch class, mode, the words) for each statement of the song's key."""
+    out = []
+    for sentence in sentences(text):
+        for m in _KEY.finditer(sentence):
+            before, after = sentence[: m.start()], sentence[m.end():]
+            if _NOT_KEY_AFTER.match(after) or _NOT_KEY_BEFORE.search(before):
+                continue
+            if not (_KEY_BEFORE.search(before) or _KEY_AFTER.match(after)):
+                continue
+            out.append((pitch_class(m.group(1), m.group(2)), m.group(3).lower(), m.group(0)))
+    return out
+
+
+def stated_meters(text: str) -> list[tuple[int, str]]:
+    """(beats per bar as written, the words) for each meter statement."""
+    out = []
+    for m in _METER.finditer(text):
+        before, after = text[: m.start()], text[m.end():]
+        if _METER_AFTER.match(after) or _METER_BEFORE.search(before):
+            out.append((int(m.group(1)), m.group(0)))
+    for m in _METER_WORDS.finditer(text):
+        out.append((_METER_WORD_VALUE[m.group(1).lower()], m.group(0)))
+    return out
+
+
+# ------------------------------------------------------------------ the checks
+
+
+def _mir_dict(mir: Any) -> dict[str, Any]:
+    if mir is None:
+        return {}
+    if hasattr(mir, "model_dump"):
+        return mir.model_dump()
+    return dict(mir)
+
+
+def _mir_chords(mir: dict[str, Any]) -> set[tuple[int, str]]:
+    chords = set()
+    for span in mir.get("chords") or []:
+        label = span.get("label") if isinstance(span, dict) else getattr(span, "label", None)
+        parsed = parse_chord(label or "")
+        if parsed is not None:
+            chords.add(parsed)
+    return chords
+
+
+def bpm_agrees(stated: float, mir_bpm: float, tol: Tolerance, half_double: bool = False) -> bool:
+    def close(target: float) -> bool:
+        return abs(stated - target) <= max(tol.bpm_abs, tol.bpm_pct / 100 * target)
+
+    if close(mir_bpm):
+        return True
+    return half_double and tol.allow_half_double_time and (close(mir_bpm / 2) or close(mir_bpm * 2))
+
+
+def meter_agrees(stated: int, mir_meter: int) -> bool:
+    return mir_meter in _METER_OK.get(stated, {stated})
+
+
+def _flag(field: str, check: str, stated: str, expected: str, message: str) -> ConsistencyFlag:
+    return ConsistencyFlag(field=field, check=check, stated=stated, expected=expected, message=message)
+
+
+def check_text(text: str | None, mir: Any, field: str, tol: Tolerance = Tolerance()) -> list[ConsistencyFlag]:
+    """Contradictions between one piece of prose and the MIR facts."""
+    facts = _mir_dict(mir)
+    if not text or not facts:
+        return []
+    flags: list[ConsistencyFlag] = []
+    bpm = facts.get("bpm")
+    if bpm:
+        for value, marked, words in stated_tempi(text):
+            if not bpm_agrees(value, bpm, tol, half_double=marked):
+                flags.append(_flag(field, "bpm", words, f"{bpm:.1f} BPM",
+                                   f"says {words}; the beat tracker measured {bpm:.1f} BPM"))
+    flags.extend(_key_flags(field, [(pc, mode, words) for pc, mode, words in stated_keys(text)], facts))
+    meter = facts.get("meter")
+    if meter:
+        for value, words in stated_meters(text):
+            if not meter_agrees(value, meter):
+                flags.append(_flag(field, "meter", words, f"{meter} beats per bar",
+                                   f"says {words}; the downbeat tracker counted {meter} beats per bar"))
+    seen = _mir_chords(facts)
+    if seen:
+        for name in chords_in_text(text):
+            parsed = parse_chord(name)
+            if parsed is not None and parsed not in seen:
+                known = ", ".join(sorted(chord_label(c) for c in seen))
+                flags.append(_flag(field, "chord", name, known,
+                                   f"names the chord {name}, which Chordino never reported (it saw {known})"))
+    return _unique(flags)
+
+
+def _key_flags(field: str, stated: Iterable[tuple[int, str | None, str]], facts: dict[str, Any]) -> list[ConsistencyFlag]:
+    mir_key = parse_key(facts.get("key"))
+    if mir_key is None:
+        return []
+    mir_pc, mir_mode = mir_key[0], facts.get("mode") or mir_key[1]
+    expected = key_name(mir_pc, mir_mode)
+    flags = []
+    for pc, mode, words in stated:
+        if pc != mir_pc:
+            flags.append(_flag(field, "key", words, expected, f"says {words}; the key estimate is {expected}"))
+        elif mode and mir_mode and mode != mir_mode:
+            flags.append(_flag(field, "mode", words, expected, f"says {words}; the key estimate is {expected}"))
+    return flags
+
+
+def check_metadata(metadata: Any, mir: Any, tol: Tolerance = Tolerance()) -> list[ConsistencyFlag]:
+    """The structured fields (bpm, key, meter) and the theory notes against MIR."""
+    meta = _mir_dict(metadata)
+    facts = _mir_dict(mir)
+    if not meta or not facts:
+        return []
+    flags: list[ConsistencyFlag] = []
+    bpm, stated_bpm = facts.get("bpm"), meta.get("bpm")
+    if bpm and stated_bpm and not bpm_agrees(float(stated_bpm), bpm, tol):
+        flags.append(_flag("metadata.bpm", "bpm", f"{float(stated_bpm):g}", f"{bpm:.1f} BPM",
+                           f"metadata bpm {float(stated_bpm):g}; the beat tracker measured {bpm:.1f} BPM"))
+    key = parse_key(meta.get("key"))
+    if key is not None:
+        flags.extend(_key_flags("metadata.key", [(key[0], key[1], meta["key"])], facts))
+    meter, stated_meter = facts.get("meter"), meta.get("meter")
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*\d+\s*", stated_meter or "")
+    if meter and m and not meter_agrees(int(m.group(1)), meter):
+        flags.append(_flag("metadata.meter", "meter", stated_meter, f"{meter} beats per bar",
+                           f"metadata meter {stated_meter}; the downbeat tracker counted {meter} beats per bar"))
+    flags.extend(check_text(meta.get("theory"), facts, "metadata.theory", tol))
+    return flags
+
+
+def check_answer(answer: str | None, mir: Any, field: str, tol: Tolerance = Tolerance()) -> list[ConsistencyFlag]:
+    """A QA answer: prose rules, plus terse answers that are only a key ("A minor") or a meter ("3/4")."""
+    flags = check_text(answer, mir, field, tol)
+    facts = _mir_dict(mir)
+    if flags or not answer or not facts:
+        return flags
+    terse = answer.strip().rstrip(".")
+    key = parse_key(terse) if re.search(r"(major|minor)$", terse, re.I) else None
+    if key is not None:
+        return _key_flags(field, [(key[0], key[1], terse)], facts)
+    m = re.fullmatch(r"(\d+)/(\d+)(?:\s+time)?", terse)
+    meter = facts.get("meter")
+    if m and meter and not meter_agrees(int(m.group(1)), meter):
+        return [_flag(field, "meter", terse, f"{meter} beats per bar",
+                      f"answers {terse}; the downbeat tracker counted {meter} beats per bar")]
+    return []
+
+
+def check_song(caption: str | None, metadata: Any, qa: Iterable[Any], mir: Any,
+               tol: Tolerance = Tolerance()) -> list[ConsistencyFlag]:
+    """Every flag for one synthesized song: caption, metadata, QA answers (not the
+    questions or the wrong options of multiple-choice items, which may name other values)."""
+    flags = check_text(caption, mir, "caption", tol)
+    flags += check_metadata(metadata, mir, tol)
+    for i, item in enumerate(qa or []):
+        answer = item.get("answer") if isinstance(item, dict) else getattr(item, "answer", None)
+        flags += check_answer(answer, mir, f"qa[{i}].answer", tol)
+    return flags
+
+
+def _unique(flags: list[ConsistencyFlag]) -> list[ConsistencyFlag]:
+    seen, out = set(), []
+    for f in flags:
+        key = (f.field, f.check, f.stated)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
