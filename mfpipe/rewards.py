@@ -71,7 +71,9 @@ def format_reward(text: str) -> float:
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "–—‘’“”…"})
-_LETTER = re.compile(r"^\(?([A-Fa-f])\)?(?:[.):]\s*|\s+|$)(.*)$", re.S)
+# A letter alone ("B", "(B)"), or marked as a letter ("(B) piano", "B) piano", "B. piano", "B: piano");
+# "A piano" is an article, not a letter.
+_LETTER = re.compile(r"^(?:\(([A-Fa-f])\)|([A-Fa-f])[.):]|([A-Fa-f])$)\s*(.*)$", re.S)
 _ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)\s*(?:is|:)?\s*", re.I)
 
 
@@ -91,11 +93,12 @@ def _choice(answer: str, options: list[str]) -> int | None:
     norm_options = [normalise(o) for o in options]
     m = _LETTER.match(stripped)
     if m:
-        index = "abcdef".index(m.group(1).lower())
-        rest = normalise(m.group(2))
-        # A letter alone, or a letter followed by its own option's text.
+        index = "abcdef".index((m.group(1) or m.group(2) or m.group(3)).lower())
+        rest = normalise(m.group(4))
+        # A letter alone, or a letter followed by its own option's text; anything else contradicts itself.
         if index < len(options) and (not rest or rest == norm_options[index]):
             return index
+        return None
     said = normalise(stripped)
     exact = [i for i, o in enumerate(norm_options) if said == o]
     if exact:

@@ -13,6 +13,7 @@ import datetime as dt
 import html
 import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ def _svg(fig) -> str:
     fig.savefig(buf, format="svg", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG goes inline
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.S)
+    return text  # without the XML prolog, doctype and RDF block: the SVG goes inline
 
 
 def plot_hist(values: list[float], xlabel: str, bins: int = 20, color: str = PALETTE[0]) -> str | None:
