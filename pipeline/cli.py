@@ -213,9 +213,13 @@ def report(
     dest: Optional[str] = typer.Option(None, "--dest", help="Where to write the page (default OUT/report.html)."),
 ) -> None:
     """Write OUT/report.html: one self-contained page with the corpus's plots (no network needed)."""
-    from ..curate.report import write_report
+    from ..curate.report import ReportError, write_report
 
-    path = write_report(output, dest)
+    try:
+        path = write_report(output, dest)
+    except ReportError as exc:
+        _fail(str(exc))
+        return
     out.print(path)
 
 

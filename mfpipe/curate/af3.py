@@ -3,9 +3,10 @@
 One JSON file per table, a list of entries:
 
     {"id": "<song_id>:qa:3", "sound": "/data/song.flac", "duration": 212.4,
-     "conversations": [{"from": "human", "value": "<sound>\\nWhich instrument ...?\\n"
-                                                  "Choose the correct option from the following options:\\n(A) ...\\n(B) ..."},
-                       {"from": "gpt", "value": "piano"}]}
+     "conversations": [
+        {"from": "human", "value": "<sound>\\nWhich instrument ...?\\n"
+                                   "Choose the correct option from the following options:\\n(A) ...\\n(B) ..."},
+        {"from": "gpt", "value": "piano"}]}
 
 - MF-Skills captions: the human turn is the caption instruction (the row's `question`).
 - Multiple choice: the options follow the question in the layout Audio Flamingo's own

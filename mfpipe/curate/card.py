@@ -48,11 +48,12 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
     out.append(f"Export `{manifest['version']}` made by mfpipe {manifest['mfpipe_version']}"
                f" (code {manifest.get('code_rev') or 'unknown'}, config {manifest['config_hash']}).\n")
     out += _warnings(manifest, prov)
-    out.append("\n## Contents\n\n\n")
+    out.append("\n## Contents\n\n")
     out.append(_table(["table", "rows", "what", "files"], [
         ["mf_skills", tables["mf_skills"]["rows"], "kept rich captions and QA items, one per row",
          len(tables["mf_skills"]["files"])],
-        ["mf_think", tables["mf_think"]["rows"], "kept or rewritten reasoning chains (`<think>…</think><answer>…</answer>`)",
+        ["mf_think", tables["mf_think"]["rows"],
+         "kept or rewritten reasoning chains (`<think>…</think><answer>…</answer>`)",
          len(tables["mf_think"]["files"])],
     ]))
     out.append(f"\nSongs with at least one exported row: {manifest['songs']['exported']}"
@@ -78,14 +79,15 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
     out.append("\n## Rows per stage\n\n")
     out.append(_table(["stage", "rows"], [[k, v] for k, v in stage_rows.items()]))
     out.append("\n## Rejects by reason (every stage)\n\n")
-    out.append("`resolved`: retryable rejects whose song has an output in that stage now (a later run got it through).\n\n")
+    out.append("`resolved`: retryable rejects whose song has an output in that stage now "
+               "(a later run got it through).\n\n")
     out.append(_table(["stage", "error", "rejects", "retryable", "resolved", "example"],
                       [[r["stage"], r["error"], r["count"], r["retryable"], r["resolved"], r["example"][:160]]
                        for r in rejects]))
     out.append("\n## Models\n\n")
     out.append(_table(["stage", "role", "model", "revision", "random weights", "rows"],
-                      [[m["stage"], m["role"], m["name"], m["revision"] or "", "**yes**" if m["random_weights"] else "no",
-                        m["rows"]] for m in prov.models]))
+                      [[m["stage"], m["role"], m["name"], m["revision"] or "",
+                        "**yes**" if m["random_weights"] else "no", m["rows"]] for m in prov.models]))
     out.append("\n## Prompts\n\n")
     out.append(_table(["stage", "prompt", "version", "sha256", "rows"],
                       [[p["stage"], p["id"], p["version"], p["sha256"][:16], p["rows"]] for p in prov.prompts]))
@@ -103,7 +105,7 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
                "licence is the curator's to check.\n")
     out.append("\n## Schema\n\n")
     for name, info in tables.items():
-        out.append(f"\n`{name}`:\n\n```\n" + "\n".join(info["schema"]) + "\n```\n")
+        out.append(f"`{name}`:\n\n```\n" + "\n".join(info["schema"]) + "\n```\n\n")
     out.append(_loading())
     return "".join(out)
 

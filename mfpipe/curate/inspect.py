@@ -56,7 +56,8 @@ def _export_rows(store, root: str, table: str, f: Filters, limit: int) -> pa.Tab
     if f.skill:
         expr = pads.field("skill") == f.skill
     if f.song:
-        by_song = pc.starts_with(pads.field("song_id"), f.song) | pc.match_substring(pads.field("song", "source"), f.song)
+        by_song = (pc.starts_with(pads.field("song_id"), f.song)
+                   | pc.match_substring(pads.field("song", "source"), f.song))
         expr = by_song if expr is None else expr & by_song
     return dataset.head(limit, filter=expr) if expr is not None else dataset.head(limit)
 
@@ -154,7 +155,8 @@ def _filter_drops(store, f: Filters) -> Table:
             if judgement["keep"] or (f.skill and skill != f.skill):
                 continue
             if shown < max(f.samples * 10, 20):
-                table.add_row(r["song_id"][:12], item, skill, _short(text, f.width), "; ".join(judgement["reasons"] or []))
+                table.add_row(r["song_id"][:12], item, skill, _short(text, f.width),
+                              "; ".join(judgement["reasons"] or []))
             shown += 1
     table.title = f"items the filter dropped: {shown}"
     return table
@@ -186,4 +188,5 @@ def inspect(out: str, console: Console, *, skill: str | None = None, song: str |
         if rows.num_rows or not (skill or song):
             console.print(sample_table(rows, name, f.width))
         else:
-            console.print(f"{name}: no rows match" + (f" skill={skill}" if skill else "") + (f" song={song}" if song else ""))
+            which = (f" skill={skill}" if skill else "") + (f" song={song}" if song else "")
+            console.print(f"{name}: no rows match{which}")

@@ -81,8 +81,15 @@ def gather(store) -> dict[str, Any]:
 # ------------------------------------------------------------------ plots
 
 
+class ReportError(RuntimeError):
+    pass
+
+
 def _figure(width: float = 6.0, height: float = 3.2):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ReportError("mfpipe report draws with matplotlib: pip install 'mfpipe[report]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

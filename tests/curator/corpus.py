@@ -100,7 +100,8 @@ def fake_songs(out: Path, n: int, per_shard: int = 2000) -> None:
             bpm = 60.0 + (i * 7) % 120
             chords = [ChordSpan(start=2.0 * k, end=2.0 * k + 2.0, label=["C", "G", "Am", "F"][k % 4])
                       for k in range(int(dur // 2))]
-            mir.append(MirRecord(song_id=sid, source=src, provenance=prov("mir", tools=[ToolVersion(name="madmom", version="0.17.dev0")]),
+            tools = [ToolVersion(name="madmom", version="0.17.dev0")]
+            mir.append(MirRecord(song_id=sid, source=src, provenance=prov("mir", tools=tools),
                                  bpm=bpm, meter=[3, 4][i % 2], key=["C", "A", "E", "F#"][i % 4],
                                  mode=["major", "minor"][i % 2], key_strength=0.7, chords=chords,
                                  loudness_lufs=-12.0))
@@ -149,7 +150,8 @@ def filter_record(synth: SynthesizeRecord, minutes: int) -> FilterRecord:
         keep = i % 3 != 2  # every third item dropped
         qa.append(QaJudgement(index=i, skill=item.skill, keep=keep, score=8.0 if keep else 3.0,
                               p_yes=0.9 if keep else 0.2,
-                              reasons=["audio-LM agrees"] if keep else ["audio-LM: not true of the audio (p_yes 0.20)"]))
+                              reasons=["audio-LM agrees"] if keep
+                              else ["audio-LM: not true of the audio (p_yes 0.20)"]))
     caption = ItemJudgement(keep=True, score=7.5, p_yes=0.8, reasons=["audio-LM agrees"])
     kept = 1 + sum(j.keep for j in qa)
     return FilterRecord(song_id=synth.song_id, source=synth.source, caption=caption, qa=qa, kept_items=kept,
@@ -170,7 +172,8 @@ def think_record(synth: SynthesizeRecord, minutes: int) -> tuple[ThinkRecord, li
         text = (f"<think>{' '.join(s.text for s in steps)}</think><answer>{item.answer}</answer>")
         chains.append(Chain(qa_index=index, skill=item.skill, question=item.question, options=item.options,
                             selected_because="multiple choice on harmony", steps=steps, answer=item.answer,
-                            reference_answer=item.answer, step_error_rate=0.0, first_error_rate=1 / 3 if n == 1 else 0.0,
+                            reference_answer=item.answer, step_error_rate=0.0,
+                            first_error_rate=1 / 3 if n == 1 else 0.0,
                             action="rewritten" if n == 1 else "kept", rewrites=int(n == 1), text=text))
     rejects = [Reject(source=synth.source, song_id=synth.song_id, stage="think", error="too_many_wrong_steps",
                       message="chain for qa[7]: 2 of 4 steps wrong (50% > 30%)", run_id="fixture",

@@ -22,6 +22,9 @@ from mfpipe.schemas.export import SkillsRow, ThinkRow
 from .conftest import copy_out
 from .corpus import Plan, expected_counts, write_llm_stages
 
+# The session fixture runs the real CLI (ingest + MIR on the example songs, then export).
+pytestmark = pytest.mark.slow
+
 
 def _rows(out: Path, table: str) -> list[dict]:
     files = sorted((out / "export" / table).glob("part-*.parquet"))

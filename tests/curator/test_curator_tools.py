@@ -17,6 +17,9 @@ from mfpipe.rewards import accuracy_reward, format_reward
 
 from .conftest import copy_out
 
+# The session fixture runs the real CLI (ingest + MIR on the example songs, then export).
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
