@@ -232,6 +232,21 @@ class SynthesizeConfig(StageSection):
     max_lyrics_chars: int = Field(4000, ge=0)
     max_caption_windows: int = Field(40, ge=0)
     max_chord_changes: int = Field(64, ge=0)
+class ExportConfig(StageSection):
+    """MF-Skills / MF-Think Parquet export, its dataset card, and the AF3 JSON export."""
+
+    shard_max_rows: int = Field(100_000, ge=1)  # rows per Parquet shard
+    shard_max_mb: float = Field(256.0, gt=0)  # in-memory size per shard (the zstd file is smaller)
+    # The filter stage has not run on the output: export the synthesize items marked
+    # `unfiltered` (true) or refuse (false).
+    allow_unfiltered: bool = True
+    # Export versions kept under OUT/_exports: 1 = only the current one, 2 = also the one before
+    # (a reader still going through it is not cut off by a rerun).
+    keep_versions: int = Field(2, ge=1)
+    caption_prompt: str = "export_caption"  # the instruction a caption answers (prompts/)
+    think_prompt: str = "export_think"  # AF3 JSON: what MF-Think questions add to ask for <think>/<answer>
+
+
 class RunConfig(Section):
     """How a run executes. Not part of the config hash: it never changes the data."""
 
@@ -262,6 +277,7 @@ class PipelineConfig(Section):
     synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
     # Shared by synthesize (flags) and the quality filter (drops).
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     def stage_section(self, stage: str) -> StageSection | None:
         section = getattr(self, stage, None)
