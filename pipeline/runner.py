@@ -29,6 +29,7 @@ from mfpipe import __version__
 from ..schemas import Reject, SongRecord, arrow_schema, to_table, utc_now
 from . import registry
 from .config import PipelineConfig
+from .inflight import InflightLedger, run_guarded
 from .inputs import Discovery
 from .ray_runtime import check_resources, cluster_capacity, init_ray, pool_size, shutdown_ray
 from .stage import INPUTS, RunInfo, Stage
@@ -94,11 +95,14 @@ class StageWorker:
     stage_cls: type[Stage]
     config_json: str
     run_info: RunInfo
+    inflight: InflightLedger
 
     @classmethod
-    def bind(cls, stage_cls: type[Stage], config: PipelineConfig, run: RunInfo) -> type["StageWorker"]:
+    def bind(cls, stage_cls: type[Stage], config: PipelineConfig, run: RunInfo,
+             inflight: InflightLedger) -> type["StageWorker"]:
         return type(f"{stage_cls.__name__}Worker", (cls,),
-                    {"stage_cls": stage_cls, "config_json": config.model_dump_json(), "run_info": run})
+                    {"stage_cls": stage_cls, "config_json": config.model_dump_json(), "run_info": run,
+                     "inflight": inflight})
 
     def __init__(self) -> None:
         config = PipelineConfig.model_validate_json(self.config_json)
@@ -106,9 +110,9 @@ class StageWorker:
         self.stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        results = self.stage.process_safely(rows)
         key = self.stage.key
+        results = run_guarded(self.inflight, batch.to_pylist(), lambda row: str(row.get(key)),
+                              self.stage.process_safely, self._crashed)
         return pa.table(
             {
                 "key": [str(getattr(r, key, None) or "") for r in results],
@@ -117,6 +121,12 @@ class StageWorker:
             },
             schema=RESULT_SCHEMA,
         )
+
+    def _crashed(self, row: dict) -> Reject:
+        return self.stage.reject(row, "worker_crash",
+                                 "the worker process died while processing this song alone (a crash in a "
+                                 "native library or the memory limit); the rest of the run went on",
+                                 retryable=True)
 
     def __del__(self) -> None:
         try:
@@ -361,15 +371,19 @@ class Runner:
         workers = pool_size(res, capacity, n_batches)
         summary.workers = workers
         config = stage_cls.open_services(self.config, self._services)
+        inflight = InflightLedger.create()
         ds = ds.map_batches(
-            StageWorker.bind(stage_cls, config, self.run),
+            StageWorker.bind(stage_cls, config, self.run, inflight),
             batch_size=res.batch_size,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=workers),
             num_cpus=res.cpus,
             num_gpus=res.gpus,
         )
-        self._drain(stage_cls, ds, base, summary)
+        try:
+            self._drain(stage_cls, ds, base, summary)
+        finally:
+            inflight.close()
 
     def _drain(self, stage_cls: type[Stage], ds, base: pa.Table, summary: StageSummary) -> None:
         """Stream results to the sinks; anything the stage never answered becomes a reject."""

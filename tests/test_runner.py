@@ -104,3 +104,15 @@ def test_gpu_guard_fails_at_once_with_a_clear_message(songs, tmp_path):
     assert time.time() - started < 120
     with pytest.raises(ResourceUnavailableError, match="no node of the Ray cluster has more than"):
         _run(["ingest"], songs, tmp_path / "b", "ingest.resources.cpus=64")
+
+
+@pytest.mark.slow
+def test_a_song_that_kills_its_worker_is_rejected_and_the_run_goes_on(songs, tmp_path, monkeypatch):
+    """A segfault raises nothing: without the in-flight marks Ray would retry that batch forever."""
+    monkeypatch.setenv("TOY_CRASH_BELOW", "3")  # only the 2 s song
+    result = _run(["ingest", "toy_crash"], songs, tmp_path)
+    crash = next(s for s in result.stages if s.stage == "toy_crash")
+    assert (crash.rows_in, crash.rows_out, crash.rejected) == (4, 3, 1)
+    rejects = read_dir(tmp_path / "rejects" / "toy_crash")
+    assert list(rejects["error"]) == ["worker_crash"]
+    assert rejects["source"].iloc[0].endswith("s0.wav")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 from mfpipe.pipeline.registry import register
@@ -50,3 +51,19 @@ class ReaderStage(Stage):
         return [ReaderRecord(song_id=r["song_id"], source=r["source"], provenance=self.provenance(),
                              from_upstream=(r.get("toy_double") or {}).get("doubled"), duration_s=r["duration_s"])
                 for r in rows]
+
+
+@register
+class CrashStage(Stage):
+    """Kills its own worker process with a real segfault (a null read, as a crashing native
+    library would) for songs shorter than $TOY_CRASH_BELOW seconds."""
+
+    name = "toy_crash"
+    record = DoubledRecord
+
+    def process_batch(self, rows):
+        crash_below = float(os.environ.get("TOY_CRASH_BELOW", "0"))
+        if any(r["duration_s"] < crash_below for r in rows):
+            ctypes.string_at(0)  # faults in this thread, unlike os.kill, which any thread may take
+        return [DoubledRecord(song_id=r["song_id"], source=r["source"], provenance=self.provenance(),
+                              doubled=2 * r["duration_s"], tags=[]) for r in rows]
