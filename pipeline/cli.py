@@ -192,6 +192,87 @@ def models_list() -> None:
     out.print(table)
 
 
+@app.command()
+def inspect(
+    output: str = typer.Argument("./mfpipe-out", help="Output folder or fsspec URL."),
+    skill: Optional[str] = typer.Option(None, "--skill", help="Only this skill (caption, temporal, attribute, "
+                                                              "harmony_theory, lyric_vocal, comparative_structural)."),
+    song: Optional[str] = typer.Option(None, "--song", help="Only this song: a song_id prefix or part of its path."),
+    rejected: bool = typer.Option(False, "--rejected", help="Show rejects and filter-dropped items instead of samples."),
+    samples: int = typer.Option(3, "--samples", "-n", min=0, help="Sample rows per table."),
+) -> None:
+    """A terminal summary of an output folder: rows and rejects per stage, items per skill, sample rows."""
+    from ..curate.inspect import inspect as show
+
+    show(output, out, skill=skill, song=song, rejected=rejected, samples=samples)
+
+
+@app.command()
+def report(
+    output: str = typer.Argument("./mfpipe-out", help="Output folder (local)."),
+    dest: Optional[str] = typer.Option(None, "--dest", help="Where to write the page (default OUT/report.html)."),
+) -> None:
+    """Write OUT/report.html: one self-contained page with the corpus's plots (no network needed)."""
+    from ..curate.report import ReportError, write_report
+
+    try:
+        path = write_report(output, dest)
+    except ReportError as exc:
+        _fail(str(exc))
+        return
+    out.print(path)
+
+
+@app.command("export")
+def export_cmd(
+    output: str = typer.Argument("./mfpipe-out", help="Output folder or fsspec URL."),
+    format: str = typer.Option("parquet", "--format", "-f",
+                               help="parquet: (re)write OUT/export (MF-Skills / MF-Think shards + card); "
+                                    "af3-json: Audio Flamingo training JSON from the current export."),
+    dest: Optional[str] = typer.Option(None, "--dest", help="af3-json: folder for the JSON files "
+                                                            "(default OUT/export/af3)."),
+    sound_prefix: Optional[str] = typer.Option(None, "--sound-prefix",
+                                               help="af3-json: OLD=NEW, rewrite the start of each audio path."),
+    config: Optional[str] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Export the corpora: Parquet shards with their dataset card, or Audio Flamingo JSON."""
+    from ..curate import af3
+    from ..curate import export as corpus
+    from ..prompts import load_prompt
+    from .runner import code_revision, new_run_id
+    from .stage import RunInfo
+    from .store import OutputStore
+
+    if format not in ("parquet", "af3-json"):
+        _fail(f"--format must be parquet or af3-json, got {format!r}")
+    prefix = None
+    if sound_prefix:
+        if "=" not in sound_prefix:
+            _fail("--sound-prefix expects OLD=NEW")
+        old, new = sound_prefix.split("=", 1)
+        prefix = (old, new)
+    cfg = _load(config, set_)
+    store = OutputStore(output)
+    if not store.has_output("synthesize") and corpus.current_root(store) is None:
+        _fail(f"{output} has no synthesize output to export (run `mfpipe run --stage synthesize` first)")
+    try:
+        with store.lock():
+            store.remove_stale_temporaries()
+            if format == "parquet" or corpus.current_root(store) is None:
+                run = RunInfo(run_id=new_run_id(), config_hash=cfg.content_hash(), code_rev=code_revision())
+                result = corpus.build(store, cfg, run)
+                console.print(f"export {result.version}: " + ", ".join(f"{n} {k}" for k, n in result.rows.items())
+                              + f" rows → {store.join(corpus.EXPORT)}")
+            if format == "af3-json":
+                written = af3.write(store, corpus.current_root(store), dest, prefix=prefix,
+                                    think_instruction=load_prompt(cfg.export.think_prompt).text)
+                for table, info in written.items():
+                    out.print(f"{table}: {info['entries']} conversations → {info['path']}")
+    except (OutputLockedError, corpus.ExportError) as exc:
+        _fail(str(exc))
+
+
 AddressOpt = typer.Option(None, "--address", "-a",
                           help="The cluster's Ray dashboard, e.g. http://HEAD:8265 "
                                "(default: RAY_API_SERVER_ADDRESS, then RAY_ADDRESS).")

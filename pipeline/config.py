@@ -299,6 +299,21 @@ class ThinkConfig(AudioLMSection, StageSection):
         return self
 
 
+class ExportConfig(StageSection):
+    """MF-Skills / MF-Think Parquet export, its dataset card, and the AF3 JSON export."""
+
+    shard_max_rows: int = Field(100_000, ge=1)  # rows per Parquet shard
+    shard_max_mb: float = Field(256.0, gt=0)  # in-memory size per shard (the zstd file is smaller)
+    # The filter stage has not run on the output: export the synthesize items marked
+    # `unfiltered` (true) or refuse (false).
+    allow_unfiltered: bool = True
+    # Export versions kept under OUT/_exports: 1 = only the current one, 2 = also the one before
+    # (a reader still going through it is not cut off by a rerun).
+    keep_versions: int = Field(2, ge=1)
+    caption_prompt: str = "export_caption"  # the instruction a caption answers (prompts/)
+    think_prompt: str = "export_think"  # AF3 JSON: what MF-Think questions add to ask for <think>/<answer>
+
+
 class RunConfig(Section):
     """How a run executes. Not part of the config hash: it never changes the data."""
 
@@ -331,6 +346,7 @@ class PipelineConfig(Section):
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     think: ThinkConfig = Field(default_factory=ThinkConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     def stage_section(self, stage: str) -> StageSection | None:
         section = getattr(self, stage, None)
