@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,7 @@ class Song:
     jobs: list[Job] = field(default_factory=list)
     usage: LlmUsage = field(default_factory=LlmUsage)
     checked: dict[str, Check] = field(default_factory=dict)  # step text -> verdict (a rewrite re-checks only new text)
+    first_request: float | None = None  # monotonic clock, for usage.seconds (first request to last answer)
 
 
 @register
@@ -281,6 +283,7 @@ class ThinkStage(Stage):
     # ------------------------------------------------------------ LLM
     async def draft(self, song: Song, job: Job) -> None:
         model = chain_draft(self.cfg.min_steps, self.cfg.max_steps, len(job.item.options))
+        song.first_request = song.first_request or time.monotonic()
         result = await self.llm.structured(job.messages, model, name="chain")
         if self._failed(song, job, result, "draft"):
             return
@@ -295,6 +298,7 @@ class ThinkStage(Stage):
         task = self.t.task_fix(flagged, job.answer_problem, bool(job.item.options))
         messages = [*job.messages, {"role": "assistant", "content": before},
                     {"role": "user", "content": str(task).strip()}]
+        song.first_request = song.first_request or time.monotonic()
         result = await self.llm.structured(messages, fix_draft(len(wrong), len(job.item.options)), name="chain_fix")
         if self._failed(song, job, result, f"rewrite {job.rewrites + 1}"):
             return
@@ -316,7 +320,7 @@ class ThinkStage(Stage):
     def _failed(self, song: Song, job: Job, result: Any, what: str) -> bool:
         for name in ("requests", "retries", "repairs", "prompt_tokens", "completion_tokens"):
             setattr(song.usage, name, getattr(song.usage, name) + getattr(result.usage, name))
-        song.usage.seconds = round(song.usage.seconds + result.usage.seconds, 3)
+        song.usage.seconds = round(time.monotonic() - song.first_request, 3)
         if result.ok:
             return False
         if result.retryable:

@@ -1,6 +1,6 @@
 """The project's main job: `mfpipe run --stage all` in the cpu profile, through the real CLI, on
 real Ray, with the vLLM server mfpipe starts itself, over the bundled example songs:
-ingest → caption / mir / lyrics → synthesize → filter → think, every song accounted for."""
+ingest → caption / mir / lyrics → synthesize → filter → think (→ export), every song accounted for."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from .conftest import TRUTH
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["ingest", "caption", "mir", "lyrics", "synthesize", "filter", "think"]
+STAGES = ["ingest", "caption", "mir", "lyrics", "synthesize", "filter", "think"]  # one row per song
+ALL = [*STAGES, "export"]
 CHAIN_ERRORS = {"too_many_wrong_steps", "still_wrong_after_rewrite", "wrong_answer"}
 
 
@@ -53,14 +54,14 @@ def rejects(out: Path, stage: str) -> list[Reject]:
 
 def test_every_song_is_accounted_for_at_every_stage(run_all):
     out, proc = run_all
-    assert " → ".join(STAGES) in " ".join(proc.stderr.split())
+    assert " → ".join(ALL) in " ".join(proc.stderr.split())
     songs = song_ids(out / "ingest")
     assert len(songs) == len(TRUTH)
     for stage in STAGES:
         done = song_ids(out / stage) | song_ids(out / "rejects" / stage)
         assert done == songs, f"{stage}: {len(songs - done)} song(s) neither written nor rejected"
     summary = json.loads(next((out / "_runs").glob("*/summary.json")).read_text())
-    assert summary["status"] == "ok" and [s["stage"] for s in summary["summary"]] == STAGES
+    assert summary["status"] == "ok" and [s["stage"] for s in summary["summary"]] == ALL
 
 
 def test_a_filter_row_for_every_synthesized_song(run_all):
@@ -92,6 +93,9 @@ def test_think_rows_parse_and_dropped_chains_have_rejects_with_their_ratio(run_a
         if reject.error in ("too_many_wrong_steps", "still_wrong_after_rewrite"):
             assert "steps wrong (" in reject.message and "%" in reject.message
     assert sum(len(r.chains) for r in think) + len(dropped) > 0, "think considered no item at all"
+    # the export's MF-Think table is exactly the surviving chains, their text as think wrote it
+    exported = pq.read_table(out / "export" / "mf_think").to_pylist()
+    assert sorted(r["text"] for r in exported) == sorted(c.text for r in think for c in r.chains)
 
 
 def test_one_llm_server_for_the_run_and_honest_banners(run_all):
