@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..schemas.synthesize import Skill
 
 
 class ConfigError(ValueError):
@@ -232,6 +234,71 @@ class SynthesizeConfig(StageSection):
     max_lyrics_chars: int = Field(4000, ge=0)
     max_caption_windows: int = Field(40, ge=0)
     max_chord_changes: int = Field(64, ge=0)
+class FilterConfig(AudioLMSection, StageSection):
+    """Quality filter: the audio-LM listens to each song and judges its rich caption and QA items."""
+
+    prompt: str = "filter"  # prompt id (latest version) or id.vN in prompts/
+    # The caption is scored 1-10 against up to this many windows (evenly spread over the song).
+    caption_windows: int = Field(4, ge=1, le=40)
+    caption_min_score: float = Field(6.0, ge=1, le=10)  # keep when the mean expected score reaches it
+    # A QA item is heard against the windows its text names by time (m:ss), else this many
+    # windows spread over the song; its yes/no judgement is the best window's.
+    qa_windows: int = Field(3, ge=1, le=40)
+    qa_min_p_yes: float = Field(0.5, ge=0, le=1)  # keep when P(yes) reaches it
+    # P(yes)+P(no) (or the digits' / letters' total) below this: the model did not really
+    # answer, so the item counts as not judged.
+    min_mass: float = Field(0.5, ge=0, le=1)
+    # Items the audio-LM did not judge: kept (true) or dropped (false: the paper keeps only
+    # what the audio-LM confirms).
+    keep_unjudged: bool = False
+    drop_on_mir_flags: bool = True  # an item that contradicts the MIR facts is dropped
+    min_clip_s: float = Field(1.0, ge=0.1, le=30.0)  # shorter last windows are read from the song's end
+
+
+class ThinkStepCheck(Section):
+    """How the audio-LM's yes/no on one reasoning step becomes a verdict."""
+
+    windows: int = Field(3, ge=1, le=40)  # windows a step without a time (m:ss) is heard against
+    correct_p_yes: float = Field(0.65, ge=0, le=1)  # best window's P(yes) at or above: correct
+    wrong_p_yes: float = Field(0.35, ge=0, le=1)  # best window's P(yes) below: wrong (between: unverifiable)
+    min_mass: float = Field(0.5, ge=0, le=1)  # P(yes)+P(no) below this: unverifiable (no real answer)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ThinkStepCheck":
+        if self.wrong_p_yes > self.correct_p_yes:
+            raise ValueError("wrong_p_yes must not exceed correct_p_yes")
+        return self
+
+
+class ThinkConfig(AudioLMSection, StageSection):
+    """MF-Think: LLM reasoning chains for challenging QA items, every step fact-checked."""
+
+    prompt: str = "think"  # prompt id (latest version) or id.vN in prompts/
+    max_chains_per_song: int = Field(4, ge=0)
+    # What makes an item challenging (kept items only): a multiple-choice item the audio-LM
+    # itself answered wrongly in the filter, or an item of one of these skills.
+    select_audio_lm_wrong: bool = True
+    hard_skills: list[Skill] = Field(default_factory=lambda: ["harmony_theory", "comparative_structural", "temporal"])
+    min_steps: int = Field(3, ge=1, le=20)
+    max_steps: int = Field(8, ge=1, le=20)
+    show_reference: bool = True  # the LLM is told the filtered reference answer to reason towards
+    # The MF-Think rule: no wrong step: keep; wrong steps <= this share: rewrite; more: drop.
+    max_wrong_ratio: float = Field(0.3, ge=0, le=1)
+    rewrite_budget: int = Field(1, ge=0, le=5)  # rewrite rounds per chain before it is dropped
+    step_check: ThinkStepCheck = Field(default_factory=ThinkStepCheck)
+    min_clip_s: float = Field(1.0, ge=0.1, le=30.0)
+    # How much of each input goes into the prompt.
+    max_lyrics_chars: int = Field(2000, ge=0)
+    max_chord_changes: int = Field(32, ge=0)
+    max_caption_chars: int = Field(4000, ge=0)  # the rich caption from synthesize
+
+    @model_validator(mode="after")
+    def _steps(self) -> "ThinkConfig":
+        if self.min_steps > self.max_steps:
+            raise ValueError("min_steps must not exceed max_steps")
+        return self
+
+
 class ExportConfig(StageSection):
     """MF-Skills / MF-Think Parquet export, its dataset card, and the AF3 JSON export."""
 
@@ -277,6 +344,8 @@ class PipelineConfig(Section):
     synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
     # Shared by synthesize (flags) and the quality filter (drops).
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    think: ThinkConfig = Field(default_factory=ThinkConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
     def stage_section(self, stage: str) -> StageSection | None:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 _EXTENSIONS = (".txt", ".md", ".j2")
 _NAME = re.compile(r"^(?P<id>[A-Za-z0-9_\-]+)\.v(?P<version>\d+)(?P<ext>\.[a-z0-9]+)$")
@@ -33,6 +34,20 @@ class Prompt:
     def render(self, **values: object) -> str:
         """The text with `{name}` fields filled (str.format rules: `{{` is a literal brace)."""
         return self.text.format(**values) if values else self.text
+
+    def macros(self) -> Any:
+        """A Jinja template's macros as callables (`prompt.macros().system()`); StrictUndefined,
+        so a macro that uses a value it was not given fails loudly."""
+        return _jinja_module(self.text)
+
+
+@lru_cache(maxsize=32)
+def _jinja_module(text: str) -> Any:
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    return env.from_string(text).module
 
 
 def available() -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ class ItemJudgement(Record):
     p_yes: float | None = None  # the audio-LM's probability that the text is true of the audio
     flags: list[str] = Field(default_factory=list)  # MIR consistency flags that apply to this item
     reasons: list[str] = Field(default_factory=list)  # for curators: why kept or dropped
+    windows: list[int] = Field(default_factory=list)  # the 30 s windows (0 = first) the audio-LM heard
 
 
 class QaJudgement(ItemJudgement):
@@ -24,6 +25,7 @@ class QaJudgement(ItemJudgement):
     skill: str
     audio_lm_answer: str | None = None  # what the audio-LM itself answered, when asked
     audio_lm_correct: bool | None = None  # whether that matches the reference answer
+    audio_lm_p: float | None = None  # the probability the audio-LM gave its own answer
 
 
 class FilterRecord(SongRecord):

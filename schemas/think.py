@@ -8,9 +8,13 @@ gives its error rate.
 
 from __future__ import annotations
 
-from pydantic import Field
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, create_model
 
 from .common import Record, SongRecord
+from .synthesize import LlmUsage
 
 
 class ChainStep(Record):
@@ -41,3 +45,39 @@ class ThinkRecord(SongRecord):
     chains: list[Chain] = Field(default_factory=list)
     considered: int = 0  # items selected as challenging
     dropped: int = 0  # chains dropped for too many wrong steps (each has a rejects row)
+    usage: LlmUsage = Field(default_factory=LlmUsage)  # the LLM requests of this song (drafts and rewrites)
+
+
+# ------------------------------------------------------------------ what the LLM returns
+# (JSON schemas sent as `response_format`; every string and list is bounded, see synthesize.)
+
+StepText = Annotated[str, Field(min_length=1, max_length=200)]
+FixText = Annotated[str, Field(max_length=200)]  # empty: delete the step
+
+
+@lru_cache(maxsize=None)
+def chain_draft(min_steps: int, max_steps: int, n_options: int = 0) -> type[Record]:
+    """{"steps": [min..max short sentences], "answer": ...}: for a multiple-choice question the
+    answer is the letter of an option that exists, else a short sentence."""
+    return create_model(
+        f"ChainDraft{min_steps}to{max_steps}x{n_options}", __base__=Record,
+        steps=(list[StepText], Field(min_length=min_steps, max_length=max_steps)),
+        answer=_answer_field(n_options),
+    )
+
+
+@lru_cache(maxsize=None)
+def fix_draft(n_fixes: int, n_options: int = 0) -> type[Record]:
+    """{"fixes": [one replacement per flagged step, in order; "" deletes it], "answer": ...}."""
+    return create_model(
+        f"ChainFix{n_fixes}x{n_options}", __base__=Record,
+        fixes=(list[FixText], Field(min_length=n_fixes, max_length=n_fixes)),
+        answer=_answer_field(n_options),
+    )
+
+
+def _answer_field(n_options: int) -> tuple:
+    if n_options:
+        letters = "ABCDEFGH"[:n_options]
+        return (str, Field(pattern=f"^[{letters}]$", min_length=1, max_length=1))
+    return (str, Field(min_length=1, max_length=300))

@@ -12,6 +12,8 @@ audio of at most one 30 s window plus a prompt):
   forward pass, no sampling): `YesNo(answer, p_yes, mass)`.
 - `score(queries)`     a 1-10 (or low-high) score the same way:
   `Score(value, expected, probs, mass)`.
+- `choose(queries, options)` a multiple-choice answer the same way, from the
+  logits of the option letters: `Choice(index, probs, mass)`.
 
 Batched output equals one-at-a-time output under greedy decoding (float32 on
 CPU; tests check it). What makes that true here, beyond transformers' own
@@ -94,6 +96,20 @@ class Score:
     mass: float | None = None  # raw probability of answering with one of the scores
     error: str | None = None
 
+
+@dataclass(frozen=True)
+class Choice:
+    index: int | None  # the most probable option (0 = A)
+    probs: tuple[float, ...] = ()  # one per option, normalised over the query's own letters
+    mass: float | None = None  # raw probability of answering with one of those letters
+    error: str | None = None
+
+    @property
+    def letter(self) -> str | None:
+        return LETTERS[self.index] if self.index is not None else None
+
+
+LETTERS = "ABCDEFGH"
 
 # ---------------------------------------------------------------- windows ---
 
@@ -276,6 +292,36 @@ class AudioLM:
             values = np.arange(low, high + 1)
             out.append(Score(value=int(values[int(np.argmax(probs))]), expected=float((probs * values).sum()),
                              probs=tuple(float(p) for p in probs), mass=total))
+        return out
+
+    def choose(self, queries: Sequence[Query], options: Sequence[Sequence[str]], *,
+               batch_size: int | None = None) -> list[Choice]:
+        """Multiple choice: each query's prompt is the question, `options[i]` its options
+        (2 to 8; listed as "A. ...", "B. ..." and the format instruction is added)."""
+        from ..prompts import load_prompt
+
+        if len(options) != len(queries):
+            raise ValueError("one list of options per query")
+        if any(not 2 <= len(opts) <= len(LETTERS) for opts in options):
+            raise ValueError(f"every question needs 2 to {len(LETTERS)} options")
+        template = load_prompt("audiolm_choice")
+        asked = []
+        for q, opts in zip(queries, options):
+            letters = LETTERS[:len(opts)]
+            listed = "\n".join(f"{letter}. {str(o).strip()}" for letter, o in zip(letters, opts))
+            asked.append(Query(q.audio, template.render(question=q.prompt.strip(), options=listed,
+                                                        letters=", ".join(letters))))
+        # Every query is asked for all letters; each is then normalised over its own options.
+        results = self._choice_mass(asked, {letter: [letter] for letter in LETTERS}, batch_size)
+        out = []
+        for r, opts in zip(results, options):
+            if isinstance(r, str):
+                out.append(Choice(None, error=r))
+                continue
+            raw = np.array([r[letter] for letter in LETTERS[:len(opts)]], dtype=np.float64)
+            total = float(raw.sum())
+            probs = raw / total if total > 0 else np.full(len(opts), 1.0 / len(opts))
+            out.append(Choice(index=int(np.argmax(probs)), probs=tuple(float(p) for p in probs), mass=total))
         return out
 
     # ------------------------------------------------------------ batching
@@ -570,6 +616,6 @@ def prepare_tiny_music_flamingo(root: Path) -> Path:
 
 
 __all__ = [
-    "AudioLM", "AudioLMError", "Answer", "Query", "Score", "YesNo", "split_windows", "window_clip",
+    "AudioLM", "AudioLMError", "Answer", "Choice", "Query", "Score", "YesNo", "LETTERS", "split_windows", "window_clip",
     "build_tiny_music_flamingo", "SAMPLE_RATE", "WINDOW_S", "MAX_WINDOWS", "MIN_CLIP_S", "RANDOM_WEIGHTS_NOTE",
 ]

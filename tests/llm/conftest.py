@@ -1,28 +1,20 @@
-"""Fixtures for the LLM tests: ONE real vLLM CPU server (SmolLM2-135M-Instruct) per test session,
-and upstream outputs (caption, mir, lyrics) for the example songs written with the real record schemas.
-
-Set MFPIPE_TEST_LLM_URL (e.g. http://127.0.0.1:8000/v1) to use a server that is already running
-(the cpu-profile model under the cpu-profile name) instead of starting one.
-"""
+"""Fixtures for the LLM tests: upstream outputs (caption, mir, lyrics) for the example songs written
+with the real record schemas. The session's vLLM server (`llm_server`) comes from tests/fixtures_vllm.py,
+shared with the other test folders."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
-import pytest
 
 from mfpipe import audio
-from mfpipe.backends.vllm_server import VllmServer, resolve_python
 from mfpipe.pipeline.config import load_config
-from mfpipe.pipeline.models import model_path
 from mfpipe.schemas import (
     CaptionRecord,
     CaptionWindow,
@@ -45,38 +37,8 @@ INJECTION_MARK = "ZEBRAFISH"
 INJECTED_FILE = "harbor_lights.mp3"
 
 
-@dataclass(frozen=True)
-class Server:
-    base_url: str  # .../v1
-
-    @property
-    def root_url(self) -> str:
-        return self.base_url.rsplit("/v1", 1)[0]
-
-
 def cpu_config(*overrides: str):
     return load_config(None, ["profile=cpu", *overrides])
-
-
-@pytest.fixture(scope="session")
-def llm_server(tmp_path_factory):
-    """The session's real vLLM server, started by mfpipe's own server code."""
-    url = os.environ.get("MFPIPE_TEST_LLM_URL")
-    if url:
-        yield Server(url.rstrip("/"))
-        return
-    cfg = cpu_config()
-    python = resolve_python(cfg.llm.server.python)
-    if not python.exists():
-        pytest.skip(f"no vLLM environment at {python} (scripts/install.sh makes it unless MFPIPE_SKIP_VLLM=1)")
-    assert model_path(cfg.llm.server.local_model).is_dir(), "run `mfpipe models prepare` (scripts/install.sh does)"
-    server = VllmServer.from_config(cfg.llm)
-    server.log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    server.start()
-    try:
-        yield Server(server.base_url)
-    finally:
-        server.stop()
 
 
 # ------------------------------------------------------------------ upstream outputs

@@ -1,0 +1,263 @@
+"""Quality filter: the audio-LM listens to each song and judges what synthesize wrote about it.
+
+Per song (decoded once, cut into ingest's 30 s windows):
+
+- rich caption: Music Flamingo scores it 1-10 against `caption_windows`
+  windows spread over the song (`AudioLM.score`: the expected value over the
+  digit tokens' probabilities); the caption's score is the mean over the
+  windows where the model really answered. Kept when it reaches
+  `caption_min_score`.
+- every QA item: a yes/no on "is the proposed answer right for what you
+  hear?" (`AudioLM.yes_no`) against the windows the item names by time (m:ss),
+  else `qa_windows` windows spread over the song; the best window's P(yes)
+  counts (an event happens somewhere, a property holds everywhere). Kept when
+  it reaches `qa_min_p_yes`.
+- multiple-choice items, besides: the audio-LM answers the question itself
+  (`AudioLM.choose`: the option letters' probabilities, averaged over the same
+  windows). `audio_lm_answer`/`audio_lm_correct` record what it chose and
+  whether that is the reference answer. This does not drop the item (a good
+  question can be hard): it marks it as challenging for MF-Think.
+- MIR: the caption and each answer are checked against the MIR row again
+  (`mfpipe.consistency`, the `consistency` tolerances; synthesize's stored
+  flags when the song has no MIR row); with `drop_on_mir_flags` any
+  contradiction drops the item.
+- not judged: when the model gives the yes/no, digits or letters little
+  probability (below `min_mass`), it has not answered; such items are kept
+  only with `keep_unjudged` (the paper keeps only what the audio-LM confirms).
+
+Dropped items stay in the row with keep=false and the reasons. All
+judgements of all songs in a batch go to the model together (one forward pass
+each, batched by `generate_batch`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import audio
+from ..backends import refs
+from ..consistency import Tolerance, check_answer, check_text
+from ..factcheck import SongClips, hear, song_clips, spread, windows_for
+from ..pipeline.registry import register
+from ..pipeline.stage import Stage
+from ..schemas import FilterRecord, ItemJudgement, PromptRef, QaJudgement, Reject, ToolVersion
+
+
+@dataclass
+class _Song:
+    """One song's plan: its clips and where its queries sit in the batch's query lists."""
+
+    row: dict[str, Any]
+    clips: SongClips
+    caption_at: list[tuple[int, int]] = field(default_factory=list)  # (window, score query)
+    qa_at: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # item -> (window, yes/no query)
+    choice_at: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # item -> (window, choice query)
+
+
+@register
+class FilterStage(Stage):
+    name = "filter"
+    record = FilterRecord
+    requires = ("ingest", "synthesize")
+    uses = ("mir",)
+    columns = {
+        "ingest": ("song_id", "source", "processed_s"),
+        "synthesize": ("caption", "qa", "flags"),
+        "mir": ("bpm", "meter", "key", "mode", "chords"),
+    }
+    summary = "Music Flamingo judges each rich caption and QA item against the audio; MIR contradictions drop items"
+
+    @classmethod
+    def banner_notes(cls, config) -> list[str]:
+        try:
+            location = refs.resolve(config.filter.model)
+        except refs.ModelNotFoundError as exc:
+            return [str(exc)]
+        if location.random_weights:
+            return ["judges with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): its "
+                    "judgements are noise, made only to exercise the pipeline"]
+        return []
+
+    # ------------------------------------------------------------ worker side
+    def setup(self) -> None:
+        from ..backends.audiolm import AudioLM
+        from ..prompts import load_prompt
+
+        self.cfg = self.config.filter
+        self.window_s = self.config.ingest.window_s
+        self.tolerance = Tolerance.from_config(self.config.consistency)
+        self.prompt = load_prompt(self.cfg.prompt)
+        self.asks = self.prompt.macros()
+        self.lm = AudioLM.from_config(self.cfg)
+        wrappers = {pid: load_prompt(pid) for pid in ("audiolm_score", "audiolm_yes_no", "audiolm_choice")}
+        cfg = self.cfg
+        self.settings = json.dumps(self.lm.settings(
+            window_s=self.window_s, caption_windows=cfg.caption_windows, caption_min_score=cfg.caption_min_score,
+            qa_windows=cfg.qa_windows, qa_min_p_yes=cfg.qa_min_p_yes, min_mass=cfg.min_mass,
+            keep_unjudged=cfg.keep_unjudged, drop_on_mir_flags=cfg.drop_on_mir_flags,
+            answer_formats={p.id: f"{p.version}:{p.sha256[:12]}" for p in wrappers.values()},
+        ), sort_keys=True)
+        self.model_refs = [self.lm.model_ref("judge")]
+        self.prompt_ref = PromptRef(id=self.prompt.id, version=self.prompt.version, sha256=self.prompt.sha256)
+
+    def tool_versions(self) -> list[ToolVersion]:
+        from importlib.metadata import version
+
+        return [ToolVersion(name=n, version=version(n)) for n in ("transformers", "torch")]
+
+    def process_batch(self, rows: list[dict[str, Any]]) -> list[FilterRecord | Reject]:
+        from ..backends.audiolm import Query
+
+        results: dict[int, FilterRecord | Reject] = {}
+        songs: dict[int, _Song] = {}
+        scores: list[Query] = []
+        yes_no: list[Query] = []
+        choices: list[Query] = []
+        options: list[list[str]] = []
+        for n, row in enumerate(rows):
+            synth = row.get("synthesize")
+            if not synth:
+                results[n] = self.reject(row, "no_synthesize", "synthesize wrote nothing for this song (see its "
+                                         "rejects): nothing to judge", retryable=True)
+                continue
+            try:
+                clips = song_clips(row["source"], row["processed_s"], self.window_s, self.cfg.min_clip_s)
+            except audio.AudioError as exc:
+                results[n] = self.reject(row, exc.kind, exc.message)
+                continue
+            song = songs[n] = _Song(row, clips)
+            caption = (synth.get("caption") or "").strip()
+            if caption:
+                for w in spread(len(clips.spans), self.cfg.caption_windows):
+                    song.caption_at.append((w, len(scores)))
+                    scores.append(Query(clips.clips[w], str(self.asks.caption(caption))))
+            for i, item in enumerate(synth.get("qa") or []):
+                heard = windows_for([item["question"], item["answer"]], clips.spans, self.cfg.qa_windows)
+                song.qa_at[i] = []
+                for w in heard:
+                    song.qa_at[i].append((w, len(yes_no)))
+                    yes_no.append(Query(clips.clips[w], str(self.asks.qa(item["question"], item["answer"]))))
+                if len(item.get("options") or []) >= 2:
+                    song.choice_at[i] = []
+                    for w in heard:
+                        song.choice_at[i].append((w, len(choices)))
+                        choices.append(Query(clips.clips[w], str(self.asks.choice(item["question"]))))
+                        options.append(list(item["options"]))
+        scored = self.lm.score(scores) if scores else []
+        answered = self.lm.yes_no(yes_no) if yes_no else []
+        chosen = self.lm.choose(choices, options) if choices else []
+        for n, song in songs.items():
+            results[n] = self._record(song, scored, answered, chosen)
+        return [results[n] for n in range(len(rows))]
+
+    # ------------------------------------------------------------ one song
+    def _record(self, song: _Song, scored: list, answered: list, chosen: list) -> FilterRecord:
+        row, synth = song.row, song.row["synthesize"]
+        mir = row.get("mir")
+        notes = list(self.lm.notes())
+        if not mir:
+            notes.append("no MIR row for this song: the MIR flags are synthesize's")
+        caption = self._caption(song, synth, mir, scored)
+        qa = [self._qa(song, i, item, synth, mir, answered, chosen) for i, item in enumerate(synth.get("qa") or [])]
+        kept = int(caption.keep) + sum(q.keep for q in qa)
+        return FilterRecord(
+            song_id=row["song_id"], source=row["source"], caption=caption, qa=qa,
+            kept_items=kept, dropped_items=1 + len(qa) - kept,
+            provenance=self.provenance(models=self.model_refs, prompt=self.prompt_ref, settings=self.settings,
+                                       notes=notes),
+        )
+
+    def _mir_flags(self, text: str, field_name: str, synth: dict[str, Any], mir: Any, answer: bool) -> list[str]:
+        if mir:
+            check = check_answer if answer else check_text
+            flags = [f.model_dump() for f in check(text, mir, field_name, self.tolerance)]
+        else:
+            flags = [f for f in synth.get("flags") or [] if f.get("field") == field_name]
+        return [f"{f['check']}: {f['message']}" for f in flags]
+
+    def _caption(self, song: _Song, synth: dict[str, Any], mir: Any, scored: list) -> ItemJudgement:
+        cfg = self.cfg
+        text = (synth.get("caption") or "").strip()
+        if not text:
+            return ItemJudgement(keep=False, reasons=["dropped: the caption is empty"])
+        windows = [w for w, _ in song.caption_at]
+        judged = [scored[q] for _, q in song.caption_at
+                  if scored[q].error is None and (scored[q].mass or 0.0) >= cfg.min_mass]
+        flags = self._mir_flags(text, "caption", synth, mir, answer=False)
+        reasons: list[str] = []
+        score = float(np.mean([s.expected for s in judged])) if judged else None
+        if score is not None:
+            ok = score >= cfg.caption_min_score
+            reasons.append(f"audio-LM score {score:.1f}/10 (mean of {len(judged)} window(s)) "
+                           f"{'>=' if ok else '<'} {cfg.caption_min_score:g}")
+        else:
+            ok = cfg.keep_unjudged
+            reasons.append(self._unjudged([scored[q] for _, q in song.caption_at], "digits 1-10"))
+        keep = self._verdict(ok, flags, reasons)
+        return ItemJudgement(keep=keep, score=score, flags=flags, reasons=reasons, windows=windows)
+
+    def _qa(self, song: _Song, i: int, item: dict[str, Any], synth: dict[str, Any], mir: Any,
+            answered: list, chosen: list) -> QaJudgement:
+        cfg = self.cfg
+        at = song.qa_at.get(i, [])
+        windows = [w for w, _ in at]
+        heard = hear([answered[q] for _, q in at], windows, cfg.min_mass)
+        flags = self._mir_flags(item["answer"], f"qa[{i}].answer", synth, mir, answer=True)
+        reasons: list[str] = []
+        if heard.judged:
+            ok = heard.p_yes >= cfg.qa_min_p_yes
+            reasons.append(f"audio-LM: answer right with {heard.detail}; "
+                           f"{'>=' if ok else '<'} {cfg.qa_min_p_yes:g}")
+        else:
+            ok = cfg.keep_unjudged
+            reasons.append(self._unjudged([answered[q] for _, q in at], "yes/no"))
+        own, correct, own_p = self._own_answer(song, i, item, chosen, reasons)
+        keep = self._verdict(ok, flags, reasons)
+        return QaJudgement(index=i, skill=item["skill"], keep=keep, p_yes=heard.p_yes, flags=flags,
+                           reasons=reasons, windows=windows, audio_lm_answer=own, audio_lm_correct=correct,
+                           audio_lm_p=own_p)
+
+    def _own_answer(self, song: _Song, i: int, item: dict[str, Any], chosen: list,
+                    reasons: list[str]) -> tuple[str | None, bool | None, float | None]:
+        """The audio-LM's own pick for a multiple-choice item (mean option probabilities over windows)."""
+        at = song.choice_at.get(i)
+        if not at:
+            return None, None, None
+        picks = [chosen[q] for _, q in at if chosen[q].error is None]
+        if not picks:
+            reasons.append(f"the audio-LM could not answer it: {chosen[at[0][1]].error}")
+            return None, None, None
+        probs = np.mean([p.probs for p in picks], axis=0)
+        best = int(np.argmax(probs))
+        answer = item["options"][best]
+        correct = answer == item["answer"]
+        mass = max(p.mass or 0.0 for p in picks)
+        unsure = "" if mass >= self.cfg.min_mass else f" (little probability on any letter: {mass:.2f})"
+        reasons.append(f"asked the question itself, the audio-LM chose {'ABCDEFGH'[best]} {answer!r} "
+                       f"(p {probs[best]:.2f}){unsure}: {'the reference answer' if correct else 'not the reference answer'}")
+        return answer, correct, float(probs[best])
+
+    def _unjudged(self, answers: list, what: str) -> str:
+        masses = [a.mass for a in answers if a.error is None and a.mass is not None]
+        errors = [a.error for a in answers if a.error is not None]
+        why = (f"it put at most {max(masses):.2f} probability on the {what} (< {self.cfg.min_mass:g})"
+               if masses else f"the audio could not be used: {errors[0] if errors else 'no windows'}")
+        policy = "kept (filter.keep_unjudged)" if self.cfg.keep_unjudged else "only confirmed items are kept"
+        return f"not judged by the audio-LM: {why}; {policy}"
+
+    def _verdict(self, audio_ok: bool, flags: list[str], reasons: list[str]) -> bool:
+        """Combine the audio-LM's judgement with the MIR flags; add the curator's summary line first."""
+        mir_drop = bool(flags) and self.cfg.drop_on_mir_flags
+        reasons.extend(f"MIR: {f}" for f in flags)
+        keep = audio_ok and not mir_drop
+        if keep:
+            reasons.insert(0, "kept" + (" (MIR contradictions noted, filter.drop_on_mir_flags is off)" if flags else ""))
+        else:
+            why = [w for w, on in (("the audio-LM did not confirm it", not audio_ok),
+                                   ("it contradicts the MIR facts", mir_drop)) if on]
+            reasons.insert(0, "dropped: " + " and ".join(why))
+        return keep
