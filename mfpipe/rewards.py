@@ -33,25 +33,22 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from . import thinktext
 from .consistency import Tolerance, bpm_agrees, meter_agrees, parse_key, stated_keys, stated_meters, stated_tempi
 
 # ------------------------------------------------------------------ <think>/<answer> text
-# (A parser of its own: the think stage's shared render/parse module can replace these two.)
 
-_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-_STRICT = re.compile(r"\A\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*\Z", re.S)
 _ANSWER = re.compile(r"<answer>(?P<answer>.*?)</answer>", re.S)
 
 
 def parse_think_answer(text: str) -> tuple[str, str] | None:
-    """(think, answer) when `text` is exactly one think block then one answer block, else None."""
-    m = _STRICT.match(text or "")
-    if not m:
+    """(think, answer) when `text` is exactly one non-empty think block then one answer block, else None
+    (the layout `mfpipe.thinktext` parses; the reward also wants some reasoning)."""
+    try:
+        parsed = thinktext.parse(text)
+    except thinktext.ThinkFormatError:
         return None
-    think, answer = m["think"].strip(), m["answer"].strip()
-    if not think or not answer or any(tag in think or tag in answer for tag in _TAGS):
-        return None
-    return think, answer
+    return (parsed.think, parsed.answer) if parsed.steps else None
 
 
 def extract_answer(text: str) -> str:

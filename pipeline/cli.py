@@ -296,6 +296,14 @@ def _exit_with(job_id: str, state: str, message: str | None = None) -> None:
     raise typer.Exit(0 if state == "SUCCEEDED" else 1)
 
 
+def _follow_to_the_end(jobs, job_id: str) -> None:
+    """Stream a job's logs until it ends, then exit with its result."""
+    with _job_errors():
+        state = jobs.follow(job_id, _write_log)
+        info = jobs.info(job_id)
+    _exit_with(job_id, state, info.message if state != "SUCCEEDED" else None)
+
+
 def _write_log(chunk: str) -> None:
     sys.stdout.write(chunk)
     sys.stdout.flush()
@@ -327,10 +335,7 @@ def submit(
     if not follow:
         console.print(f"follow it with: mfpipe jobs logs --follow {submitted}")
         return
-    with _job_errors():
-        state = jobs.follow(submitted, _write_log)
-        info = jobs.info(submitted)
-    _exit_with(submitted, state, info.message if state != "SUCCEEDED" else None)
+    _follow_to_the_end(jobs, submitted)
 
 
 @jobs_app.command("status")
@@ -378,9 +383,7 @@ def jobs_logs(job_id: str = typer.Argument(..., help="The job id `mfpipe submit`
         if not follow:
             _write_log(jobs.logs(job_id))
             return
-        state = jobs.follow(job_id, _write_log)
-        info = jobs.info(job_id)
-    _exit_with(job_id, state, info.message if state != "SUCCEEDED" else None)
+    _follow_to_the_end(jobs, job_id)
 
 
 @jobs_app.command("stop")

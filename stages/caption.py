@@ -31,14 +31,9 @@ class CaptionStage(Stage):
 
     @classmethod
     def banner_notes(cls, config) -> list[str]:
-        try:
-            location = refs.resolve(config.caption.model)
-        except refs.ModelNotFoundError as exc:
-            return [str(exc)]
-        if location.random_weights:
-            return ["uses a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): the captions are "
-                    "noise, made only to exercise the pipeline"]
-        return []
+        return refs.stand_in_notes(config.caption.model,
+                                   "uses a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): the "
+                                   "captions are noise, made only to exercise the pipeline")
 
     def setup(self) -> None:
         from ..backends.audiolm import AudioLM

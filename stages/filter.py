@@ -73,14 +73,9 @@ class FilterStage(Stage):
 
     @classmethod
     def banner_notes(cls, config) -> list[str]:
-        try:
-            location = refs.resolve(config.filter.model)
-        except refs.ModelNotFoundError as exc:
-            return [str(exc)]
-        if location.random_weights:
-            return ["judges with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): its "
-                    "judgements are noise, made only to exercise the pipeline"]
-        return []
+        return refs.stand_in_notes(config.filter.model,
+                                   "judges with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): "
+                                   "its judgements are noise, made only to exercise the pipeline")
 
     # ------------------------------------------------------------ worker side
     def setup(self) -> None:

@@ -30,13 +30,8 @@ class LyricsStage(Stage):
 
     @classmethod
     def banner_notes(cls, config) -> list[str]:
-        try:
-            location = refs.resolve(config.lyrics.model)
-        except refs.ModelNotFoundError as exc:
-            return [str(exc)]
-        if location.random_weights:
-            return ["uses a RANDOM-WEIGHT speech recogniser: the lyrics are noise"]
-        return []
+        return refs.stand_in_notes(config.lyrics.model,
+                                   "uses a RANDOM-WEIGHT speech recogniser: the lyrics are noise")
 
     def setup(self) -> None:
         from ..backends.asr import Asr

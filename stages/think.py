@@ -141,13 +141,9 @@ class ThinkStage(Stage):
 
     @classmethod
     def banner_notes(cls, config: PipelineConfig) -> list[str]:
-        notes = []
-        try:
-            if refs.resolve(config.think.model).random_weights:
-                notes.append("checks steps with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): "
-                             "its judgements are noise, made only to exercise the pipeline")
-        except refs.ModelNotFoundError as exc:
-            notes.append(str(exc))
+        notes = refs.stand_in_notes(config.think.model,
+                                    "checks steps with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu "
+                                    "profile): its judgements are noise, made only to exercise the pipeline")
         llm = config.llm
         if llm.base_url:
             notes.append(f"LLM {llm.model} at {llm.base_url}")

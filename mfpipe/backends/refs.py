@@ -95,3 +95,13 @@ def resolve(ref: str) -> ModelLocation:
     if ref.startswith((".", "/", "~")) or ref.endswith(".nemo"):
         raise ModelNotFoundError(f"model path {ref!r} does not exist")
     return ModelLocation(ref, ref, False)
+
+
+def stand_in_notes(ref: str, what: str) -> list[str]:
+    """Banner lines for a stage's model: why it cannot load, or that it is a random-weight stand-in
+    (`what` says what its output is then worth)."""
+    try:
+        location = resolve(ref)
+    except ModelNotFoundError as exc:
+        return [str(exc)]
+    return [what] if location.random_weights else []
