@@ -94,7 +94,7 @@ def filter_stage(tiny_audio_lm):
 def think_stage(tiny_audio_lm, llm_server):
     from mfpipe.stages.think import ThinkStage
 
-    stage = ThinkStage(config(f"llm.base_url={llm_server.base_url}", "llm.sampling.seed=7"),
+    stage = ThinkStage(config(f"llm.base_url={llm_server.base_url}"),
                        RunInfo("test-think", "think"))
     stage.setup()
     yield stage
