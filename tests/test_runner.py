@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,13 +108,34 @@ def test_gpu_guard_fails_at_once_with_a_clear_message(songs, tmp_path):
         _run(["ingest"], songs, tmp_path / "b", "ingest.resources.cpus=64")
 
 
+# Run in a child process with a deadline: without the guard the run never ends (Ray retries the
+# crashed batch forever), and that must fail the test, not stall the suite.
+CRASH_RUN = """
+import sys, toy_stages
+from mfpipe.pipeline.config import load_config
+from mfpipe.pipeline.inputs import discover
+from mfpipe.pipeline.runner import Runner
+songs, out = sys.argv[1:]
+cfg = load_config(None, ["profile=cpu", "ingest.resources.batch_size=2"])
+runner = Runner(cfg, out)
+try:
+    result = runner.execute(["ingest", "toy_crash"], discover(songs, cfg.ingest.extensions))
+finally:
+    runner.close()
+crash = next(s for s in result.stages if s.stage == "toy_crash")
+print("RESULT", crash.rows_in, crash.rows_out, crash.rejected)
+"""
+
+
 @pytest.mark.slow
-def test_a_song_that_kills_its_worker_is_rejected_and_the_run_goes_on(songs, tmp_path, monkeypatch):
+def test_a_song_that_kills_its_worker_is_rejected_and_the_run_goes_on(songs, tmp_path):
     """A segfault raises nothing: without the in-flight marks Ray would retry that batch forever."""
-    monkeypatch.setenv("TOY_CRASH_BELOW", "3")  # only the 2 s song
-    result = _run(["ingest", "toy_crash"], songs, tmp_path)
-    crash = next(s for s in result.stages if s.stage == "toy_crash")
-    assert (crash.rows_in, crash.rows_out, crash.rejected) == (4, 3, 1)
+    env = {**os.environ, "TOY_CRASH_BELOW": "3",  # only the 2 s song
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", CRASH_RUN, str(songs), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT 4 3 1" in proc.stdout
     rejects = read_dir(tmp_path / "rejects" / "toy_crash")
     assert list(rejects["error"]) == ["worker_crash"]
     assert rejects["source"].iloc[0].endswith("s0.wav")
