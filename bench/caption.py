@@ -34,7 +34,7 @@ def full_size_model(attn: str):
     from transformers import (AudioFlamingo3EncoderConfig, AutoProcessor, MusicFlamingoConfig,
                               MusicFlamingoForConditionalGeneration, Qwen2Config)
 
-    from mfpipe.backends.audiolm import build_tiny_music_flamingo
+    from mfpipe.localmodels.music_flamingo import build_tiny_music_flamingo
 
     # The processor (feature extractor, chat format) of the tiny model: the benchmark only
     # needs token ids below the vocabulary size and the right number of audio tokens.
@@ -64,7 +64,7 @@ def tiny_model(attn: str):
     import torch
     from transformers import AutoProcessor, MusicFlamingoForConditionalGeneration
 
-    from mfpipe.backends.audiolm import build_tiny_music_flamingo
+    from mfpipe.localmodels.music_flamingo import build_tiny_music_flamingo
 
     folder = build_tiny_music_flamingo(Path(tempfile.mkdtemp()) / "tiny")
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)

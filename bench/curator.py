@@ -28,7 +28,7 @@ from mfpipe.curate import af3, report  # noqa: E402
 from mfpipe.curate import export as corpus  # noqa: E402
 from mfpipe.pipeline.config import load_config  # noqa: E402
 from mfpipe.pipeline.stage import RunInfo  # noqa: E402
-from mfpipe.pipeline.store import OutputStore  # noqa: E402
+from mfpipe.store import OutputStore  # noqa: E402
 
 
 def peak_mb() -> float:
@@ -52,7 +52,7 @@ def main() -> None:
         figures = {"songs": args.songs, "rss_before_mb": round(base)}
         if args.step in ("all", "export"):
             t = time.perf_counter()
-            result = corpus.build(store, cfg, RunInfo(run_id="20990101T000000-bench", config_hash="bench"))
+            result = corpus.build(store, cfg.export, RunInfo(run_id="20990101T000000-bench", config_hash="bench"))
             seconds = time.perf_counter() - t
             rows = sum(result.rows.values())
             size = sum(f.stat().st_size for f in (out / "export").rglob("*.parquet"))

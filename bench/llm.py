@@ -138,7 +138,7 @@ def main() -> None:
         url = server.base_url
     try:
         cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"base_url": url})})
-        stage = SynthesizeStage(cfg, RunInfo("bench", cfg.content_hash()))
+        stage = SynthesizeStage.from_config(cfg, RunInfo("bench", cfg.content_hash()))
         stage.setup()
         rows = song_rows(args.songs)
         requests = []

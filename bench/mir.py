@@ -39,7 +39,7 @@ from mfpipe.audio import load_mono
 from mfpipe.mir import SAMPLE_RATE, MirAnalyzer
 from mfpipe.mir.analysis import single_threaded
 from mfpipe.mir.synth import TEST_SONGS, SongSpec, render
-from mfpipe.pipeline.config import MirConfig
+from mfpipe.mir.config import MirSettings
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -118,7 +118,7 @@ class NaiveChain:
         self.downbeat_dbn = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)
         self.key = es.KeyExtractor()
         self.loudness = es.LoudnessEBUR128(sampleRate=SAMPLE_RATE)
-        self.chordino = ChordRecognizer(MirConfig().chords)
+        self.chordino = ChordRecognizer(MirSettings().chords)
 
     def run(self, path: Path) -> dict[str, float]:
         import librosa
@@ -152,7 +152,7 @@ def measure(paths: list[Path], warmup: Path, repeat: int, naive: bool) -> tuple[
     The two chains alternate song by song, so a burst of other load on the machine
     hits both; the minimum over repeats is the least disturbed run.
     """
-    analyzer = MirAnalyzer(MirConfig())
+    analyzer = MirAnalyzer(MirSettings())
     chain = NaiveChain() if naive else None
     analyzer.analyse(load_mono(str(warmup), SAMPLE_RATE))  # first-call costs are not per-song costs
     if chain:
@@ -189,7 +189,7 @@ def _add(total: dict[str, float], cost: dict[str, float]) -> None:
 
 def _worker(queue, ready, start, done) -> None:
     single_threaded()
-    analyzer = MirAnalyzer(MirConfig())
+    analyzer = MirAnalyzer(MirSettings())
     ready.release()
     start.wait()
     started = cpu_now()

@@ -39,7 +39,7 @@ from mfpipe.stages.think import ThinkStage
 def example_rows(n: int, config) -> list[dict[str, Any]]:
     root = resources.files("mfpipe.examples")
     truth = json.loads(root.joinpath("truth.json").read_text())
-    ingest = IngestStage(config, RunInfo("bench", "bench"))
+    ingest = IngestStage.from_config(config, RunInfo("bench", "bench"))
     ingest.setup()
     base = []
     for song in truth:
@@ -125,7 +125,7 @@ def main() -> None:
 
     # ------------------------------------------------------------ filter
     started = time.perf_counter()
-    judge = FilterStage(config, RunInfo("bench", "bench"))
+    judge = FilterStage.from_config(config, RunInfo("bench", "bench"))
     judge.setup()
     print(f"filter setup (audio-LM load): {time.perf_counter() - started:.1f} s")
     judge.process_batch(rows[:1])  # warm-up
@@ -160,7 +160,7 @@ def main() -> None:
             print(f"vLLM server start: {time.perf_counter() - started:.1f} s ({server.log_path})")
             url = server.base_url
         config = load_config(None, [*overrides, f"llm.base_url={url}"])
-        think = TimedThink(config, RunInfo("bench", "bench"))
+        think = TimedThink.from_config(config, RunInfo("bench", "bench"))
         think.setup()
         try:
             think.process_batch([r for r in rows[:1] if r["filter"]])  # warm-up

@@ -22,8 +22,18 @@ import fsspec
 import numpy as np
 import soundfile as sf
 import soxr
+from pydantic import Field
+
+from .config import Section
 
 BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz: bounded memory for any file length
+
+
+class AudioConfig(Section):
+    """How songs are cut for the audio-LM; shared by ingest (window counts) and every stage that listens."""
+
+    window_s: float = Field(30.0, gt=0, description="Length of one audio window in seconds: Music Flamingo's "
+                                                     "encoder reads 30 s windows.")
 
 
 class AudioError(Exception):

@@ -32,25 +32,27 @@ What counts as a contradiction (tolerances in the `consistency` config section):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Iterable
 
+from pydantic import ConfigDict, Field
+
+from .config import Section
+from .mir.labels import chord_triad, pitch_class, triad_name
+from .schemas.mir import PITCH_CLASSES
 from .schemas.synthesize import ConsistencyFlag
 
-PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
+class ConsistencyConfig(Section):
+    """Tolerances of the checks that compare generated text with the MIR facts; shared by synthesize (flags),
+    the quality filter (drops) and MF-Think's step checks."""
 
-@dataclass(frozen=True)
-class Tolerance:
-    bpm_pct: float = 4.0
-    bpm_abs: float = 2.0
-    allow_half_double_time: bool = True
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> "Tolerance":
-        return cls(bpm_pct=cfg.bpm_tolerance_pct, bpm_abs=cfg.bpm_tolerance_abs,
-                   allow_half_double_time=cfg.allow_half_double_time)
+    bpm_tolerance_pct: float = Field(4.0, ge=0, description="A stated BPM agrees with MIR within "
+                                     "max(bpm_tolerance_abs, this % of the MIR tempo).")
+    bpm_tolerance_abs: float = Field(2.0, ge=0, description="...or within this many BPM.")
+    allow_half_double_time: bool = Field(True, description="Accept half / double the MIR tempo when the sentence "
+                                         "itself says half-time / double-time.")
 
 
 # ------------------------------------------------------------------ pitch helpers
@@ -58,18 +60,8 @@ class Tolerance:
 _ACC = r"(?:#|♯|b|♭|[- ]sharp|[- ]flat)"
 
 
-def pitch_class(root: str, accidental: str | None = None) -> int:
-    pc = PITCH[root.upper()]
-    acc = (accidental or "").strip(" -").lower()
-    if acc in ("#", "♯", "sharp"):
-        pc += 1
-    elif acc in ("b", "♭", "flat"):
-        pc -= 1
-    return pc % 12
-
-
 def key_name(pc: int, mode: str | None) -> str:
-    return f"{NAMES[pc]} {mode}" if mode else NAMES[pc]
+    return f"{PITCH_CLASSES[pc]} {mode}" if mode else PITCH_CLASSES[pc]
 
 
 def parse_key(text: str | None) -> tuple[int, str | None] | None:
@@ -81,7 +73,7 @@ def parse_key(text: str | None) -> tuple[int, str | None] | None:
         return None
     mode = {"major": "major", "maj": "major", "minor": "minor", "min": "minor", "m": "minor"}.get(
         (m.group(3) or "").lower())
-    return pitch_class(m.group(1), m.group(2)), mode
+    return pitch_class(m.group(1) + (m.group(2) or "")), mode
 
 
 # ------------------------------------------------------------------ chords
@@ -97,32 +89,6 @@ _LIST_AFTER = re.compile(rf"\bchords?\s*(?:of|:|are|were|such as|like|including|
 _LIST_BEFORE = re.compile(rf"(?<![\w#♯♭/])({_LIST})\s+chords?\b")
 _PROSE_CHORD = re.compile(rf"\b(?:the\s+|an?\s+)?([A-G])({_ACC})?[- ](major|minor|diminished|augmented)\s+(?:chord|triad|seventh|7th)\b")
 _BARE_CHORD = re.compile(r"\bthe\s+([A-G](?:#|♯|b|♭)?)\s+chord\b")
-
-
-def chord_family(quality: str) -> str:
-    q = quality or ""
-    if q.startswith(("dim", "°", "ø", "m7b5")):
-        return "dim"
-    if q.startswith(("aug", "+")):
-        return "aug"
-    if q.startswith("sus"):
-        return "sus"
-    if q.startswith(("min", "mMaj")) or (q.startswith("m") and not q.startswith("maj")):
-        return "min"
-    return "maj"  # major triads, dominant and major sevenths, sixths, added notes, power chords
-
-
-def parse_chord(label: str) -> tuple[int, str] | None:
-    """'Am7' → (9, 'min'); 'G/B' → (7, 'maj'); 'N' or unreadable → None."""
-    m = re.fullmatch(r"\s*([A-G])(#|♯|b|♭)?(.*?)(?:/[A-G](?:#|♯|b|♭)?)?\s*", label or "")
-    if not m:
-        return None
-    return pitch_class(m.group(1), m.group(2)), chord_family(m.group(3))
-
-
-def chord_label(chord: tuple[int, str]) -> str:
-    pc, family = chord
-    return NAMES[pc] + {"maj": "", "min": "m", "dim": "dim", "aug": "aug", "sus": "sus"}[family]
 
 
 def chords_in_text(text: str) -> list[str]:
@@ -200,7 +166,7 @@ def stated_keys(text: str) -> list[tuple[int, str, str]]:
                 continue
             if not (_KEY_BEFORE.search(before) or _KEY_AFTER.match(after)):
                 continue
-            out.append((pitch_class(m.group(1), m.group(2)), m.group(3).lower(), m.group(0)))
+            out.append((pitch_class(m.group(1) + (m.group(2) or "")), m.group(3).lower(), m.group(0)))
     return out
 
 
@@ -231,15 +197,15 @@ def _mir_chords(mir: dict[str, Any]) -> set[tuple[int, str]]:
     chords = set()
     for span in mir.get("chords") or []:
         label = span.get("label") if isinstance(span, dict) else getattr(span, "label", None)
-        parsed = parse_chord(label or "")
+        parsed = chord_triad(label or "")
         if parsed is not None:
             chords.add(parsed)
     return chords
 
 
-def bpm_agrees(stated: float, mir_bpm: float, tol: Tolerance, half_double: bool = False) -> bool:
+def bpm_agrees(stated: float, mir_bpm: float, tol: ConsistencyConfig, half_double: bool = False) -> bool:
     def close(target: float) -> bool:
-        return abs(stated - target) <= max(tol.bpm_abs, tol.bpm_pct / 100 * target)
+        return abs(stated - target) <= max(tol.bpm_tolerance_abs, tol.bpm_tolerance_pct / 100 * target)
 
     if close(mir_bpm):
         return True
@@ -254,7 +220,7 @@ def _flag(field: str, check: str, stated: str, expected: str, message: str) -> C
     return ConsistencyFlag(field=field, check=check, stated=stated, expected=expected, message=message)
 
 
-def check_text(text: str | None, mir: Any, field: str, tol: Tolerance = Tolerance()) -> list[ConsistencyFlag]:
+def check_text(text: str | None, mir: Any, field: str, tol: ConsistencyConfig = ConsistencyConfig()) -> list[ConsistencyFlag]:
     """Contradictions between one piece of prose and the MIR facts."""
     facts = _mir_dict(mir)
     if not text or not facts:
@@ -276,9 +242,9 @@ def check_text(text: str | None, mir: Any, field: str, tol: Tolerance = Toleranc
     seen = _mir_chords(facts)
     if seen:
         for name in chords_in_text(text):
-            parsed = parse_chord(name)
+            parsed = chord_triad(name)
             if parsed is not None and parsed not in seen:
-                known = ", ".join(sorted(chord_label(c) for c in seen))
+                known = ", ".join(sorted(triad_name(c) for c in seen))
                 flags.append(_flag(field, "chord", name, known,
                                    f"names the chord {name}, which Chordino never reported (it saw {known})"))
     return _unique(flags)
@@ -299,7 +265,7 @@ def _key_flags(field: str, stated: Iterable[tuple[int, str | None, str]], facts:
     return flags
 
 
-def check_metadata(metadata: Any, mir: Any, tol: Tolerance = Tolerance()) -> list[ConsistencyFlag]:
+def check_metadata(metadata: Any, mir: Any, tol: ConsistencyConfig = ConsistencyConfig()) -> list[ConsistencyFlag]:
     """The structured fields (bpm, key, meter) and the theory notes against MIR."""
     meta = _mir_dict(metadata)
     facts = _mir_dict(mir)
@@ -322,7 +288,7 @@ def check_metadata(metadata: Any, mir: Any, tol: Tolerance = Tolerance()) -> lis
     return flags
 
 
-def check_answer(answer: str | None, mir: Any, field: str, tol: Tolerance = Tolerance()) -> list[ConsistencyFlag]:
+def check_answer(answer: str | None, mir: Any, field: str, tol: ConsistencyConfig = ConsistencyConfig()) -> list[ConsistencyFlag]:
     """A QA answer: prose rules, plus terse answers that are only a key ("A minor") or a meter ("3/4")."""
     flags = check_text(answer, mir, field, tol)
     facts = _mir_dict(mir)
@@ -341,7 +307,7 @@ def check_answer(answer: str | None, mir: Any, field: str, tol: Tolerance = Tole
 
 
 def check_song(caption: str | None, metadata: Any, qa: Iterable[Any], mir: Any,
-               tol: Tolerance = Tolerance()) -> list[ConsistencyFlag]:
+               tol: ConsistencyConfig = ConsistencyConfig()) -> list[ConsistencyFlag]:
     """Every flag for one synthesized song: caption, metadata, QA answers (not the
     questions or the wrong options of multiple-choice items, which may name other values)."""
     flags = check_text(caption, mir, "caption", tol)

@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
 from .consistency import (
-    Tolerance,
+    ConsistencyConfig,
     check_answer,
     chords_in_text,
-    parse_chord,
     parse_key,
     stated_keys,
     stated_meters,
     stated_tempi,
 )
+from .mir.labels import chord_triad
 
 Verdict = Literal["correct", "wrong", "unverifiable"]
 Action = Literal["keep", "rewrite", "drop"]
@@ -112,13 +112,13 @@ def mir_claims(text: str, mir: Any) -> list[str]:
         claims.append("key")
     if facts.get("meter") and (stated_meters(text) or _TERSE_METER.match(text)):
         claims.append("meter")
-    has_chords = any(parse_chord(c.get("label") or "") for c in facts.get("chords") or [])
-    if has_chords and any(parse_chord(name) for name in chords_in_text(text)):
+    has_chords = any(chord_triad(c.get("label") or "") for c in facts.get("chords") or [])
+    if has_chords and any(chord_triad(name) for name in chords_in_text(text)):
         claims.append("chords")
     return claims
 
 
-def mir_check(text: str, mir: Any, tolerance: Tolerance = Tolerance()) -> Check | None:
+def mir_check(text: str, mir: Any, tolerance: ConsistencyConfig = ConsistencyConfig()) -> Check | None:
     """The MIR verdict on a statement, or None when it names nothing MIR measured."""
     flags = check_answer(text, mir, "step", tolerance)
     if flags:

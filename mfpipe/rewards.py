@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from . import thinktext
-from .consistency import Tolerance, bpm_agrees, meter_agrees, parse_key, stated_keys, stated_meters, stated_tempi
+from .consistency import ConsistencyConfig, bpm_agrees, meter_agrees, parse_key, stated_keys, stated_meters, stated_tempi
 
 # ------------------------------------------------------------------ <think>/<answer> text
 
@@ -154,7 +154,7 @@ def _meter_beats(meter: str | None) -> int | None:
 
 
 def category_scores(caption: str, metadata: Mapping[str, Any] | Any,
-                    tolerance: Tolerance = Tolerance()) -> list[CategoryScore]:
+                    tolerance: ConsistencyConfig = ConsistencyConfig()) -> list[CategoryScore]:
     """One verdict per category the metadata fills (see the module doc for the rules)."""
     meta = metadata.model_dump() if hasattr(metadata, "model_dump") else dict(metadata or {})
     caption = caption or ""
@@ -196,7 +196,7 @@ def category_scores(caption: str, metadata: Mapping[str, Any] | Any,
 
 
 def structured_thinking_reward(caption: str, metadata: Mapping[str, Any] | Any,
-                               tolerance: Tolerance = Tolerance()) -> float:
+                               tolerance: ConsistencyConfig = ConsistencyConfig()) -> float:
     """Fraction of the metadata's (non-empty) categories the caption gets right; 0.0 when none."""
     scores = category_scores(caption, metadata, tolerance)
     return sum(s.right for s in scores) / len(scores) if scores else 0.0

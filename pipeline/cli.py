@@ -17,7 +17,7 @@ from .config import ConfigError, PipelineConfig, load_config
 from .inputs import InputError, discover
 from .ray_runtime import AuthTokenError, ClusterConnectError, ResourceUnavailableError, cluster_address
 from .runner import RunResult, Runner, StageSummary
-from .store import OutputLockedError
+from ..store import OutputLockedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Make MF-Skills / MF-Think style corpora from full-length songs.")
@@ -96,7 +96,7 @@ def _banner(cfg: PipelineConfig, stages: list[str], discovery: Any, output: str)
     console.print(f"  output: {output} · config hash {cfg.content_hash()}")
     known = registry.stages()
     for name in stages:
-        for line in known[name].banner_notes(cfg):
+        for line in known[name].banner_notes(known[name].settings_from(cfg)):
             console.print(f"  [yellow]{name}: {line}[/]")
 
 
@@ -159,10 +159,12 @@ def list_stages() -> None:
 
 
 @config_app.command("show")
-def config_show(config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt) -> None:
+def config_show(config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+                docs: bool = typer.Option(False, "--docs", help="Each field's description as a comment above it.")
+                ) -> None:
     """Print the resolved config (defaults < profile < file < --set) as YAML."""
     cfg = _load(config, set_)
-    sys.stdout.write(cfg.to_yaml())
+    sys.stdout.write(cfg.to_yaml_with_docs() if docs else cfg.to_yaml())
     console.print(f"# config hash {cfg.content_hash()}")
 
 
@@ -170,9 +172,9 @@ def config_show(config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = S
 def models_prepare(profile: str = typer.Option("cpu", help="Build the models this profile uses."),
                    only: Optional[list[str]] = typer.Option(None, "--only", help="Build just these.")) -> None:
     """Build the local models (tiny random-weight stand-ins, packaged real weights) once."""
-    from . import models
+    from .. import localmodels
 
-    made = models.prepare(profile, only)
+    made = localmodels.prepare(profile, only)
     for name, path in made.items():
         out.print(f"{name}: {path}")
     if not made:
@@ -182,13 +184,13 @@ def models_prepare(profile: str = typer.Option("cpu", help="Build the models thi
 @models_app.command("list")
 def models_list() -> None:
     """The model builders this build knows."""
-    from . import models
+    from .. import localmodels
 
     table = Table()
     for col in ("name", "profiles", "what", "path"):
         table.add_column(col)
-    for name, prep in sorted(models.preparers().items()):
-        table.add_row(name, ", ".join(prep.profiles), prep.about, str(models.model_path(name)))
+    for name, prep in sorted(localmodels.preparers().items()):
+        table.add_row(name, ", ".join(prep.profiles), prep.about, str(localmodels.model_path(name)))
     out.print(table)
 
 
@@ -241,8 +243,8 @@ def export_cmd(
     from ..curate import export as corpus
     from ..prompts import load_prompt
     from .runner import code_revision, new_run_id
-    from .stage import RunInfo
-    from .store import OutputStore
+    from ..schemas import RunInfo
+    from ..store import OutputStore
 
     if format not in ("parquet", "af3-json"):
         _fail(f"--format must be parquet or af3-json, got {format!r}")
@@ -261,7 +263,7 @@ def export_cmd(
             store.remove_stale_temporaries()
             if format == "parquet" or corpus.current_root(store) is None:
                 run = RunInfo(run_id=new_run_id(), config_hash=cfg.content_hash(), code_rev=code_revision())
-                result = corpus.build(store, cfg, run)
+                result = corpus.build(store, cfg.export, run)
                 console.print(f"export {result.version}: " + ", ".join(f"{n} {k}" for k, n in result.rows.items())
                               + f" rows → {store.join(corpus.EXPORT)}")
             if format == "af3-json":

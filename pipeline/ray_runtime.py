@@ -6,7 +6,8 @@ import logging
 import os
 from typing import Any
 
-from .config import Resources, RunConfig
+from .config import RunConfig
+from .stage import Resources
 
 
 class ResourceUnavailableError(RuntimeError):

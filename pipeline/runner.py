@@ -26,14 +26,14 @@ import pyarrow.compute as pc
 
 from mfpipe import __version__
 
-from ..schemas import Reject, SongRecord, arrow_schema, to_table, utc_now
+from ..schemas import Reject, RunInfo, SongRecord, arrow_schema, to_table, utc_now
+from ..store import OutputStore
 from . import registry
 from .config import PipelineConfig
 from .inflight import InflightLedger, run_guarded
 from .inputs import Discovery
 from .ray_runtime import check_resources, cluster_capacity, init_ray, pool_size, shutdown_ray
-from .stage import INPUTS, RunInfo, Stage
-from .store import OutputStore
+from .stage import INPUTS, DriverContext, Stage, StageSettings
 
 RESULT_SCHEMA = pa.schema([("key", pa.string()), ("kind", pa.string()), ("payload", pa.string())])
 
@@ -93,20 +93,19 @@ class StageWorker:
     """
 
     stage_cls: type[Stage]
-    config_json: str
+    settings_json: str
     run_info: RunInfo
     inflight: InflightLedger
 
     @classmethod
-    def bind(cls, stage_cls: type[Stage], config: PipelineConfig, run: RunInfo,
+    def bind(cls, stage_cls: type[Stage], settings: StageSettings, run: RunInfo,
              inflight: InflightLedger) -> type["StageWorker"]:
         return type(f"{stage_cls.__name__}Worker", (cls,),
-                    {"stage_cls": stage_cls, "config_json": config.model_dump_json(), "run_info": run,
+                    {"stage_cls": stage_cls, "settings_json": settings.to_json(), "run_info": run,
                      "inflight": inflight})
 
     def __init__(self) -> None:
-        config = PipelineConfig.model_validate_json(self.config_json)
-        self.stage = self.stage_cls(config, self.run_info)
+        self.stage = self.stage_cls(self.stage_cls.settings_from_json(self.settings_json), self.run_info)
         self.stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -250,9 +249,8 @@ class Runner:
 
     # ------------------------------------------------------------ one stage
     def _run_stage(self, stage_cls: type[Stage], discovery: Discovery | None) -> StageSummary:
-        if hasattr(stage_cls, "run_stage"):
-            # Stages that are not a per-song map (export) drive themselves.
-            return stage_cls.run_stage(self)
+        if stage_cls.kind == "driver":
+            return self._run_driver(stage_cls)
         started = time.time()
         summary = StageSummary(stage_cls.name)
         base, skipped = self._pending_units(stage_cls, discovery)
@@ -261,6 +259,17 @@ class Runner:
         self.progress(stage_cls.name, "start", base.num_rows)
         if base.num_rows:
             self._map(stage_cls, base, summary)
+        summary.seconds = round(time.time() - started, 3)
+        self.progress(stage_cls.name, "done", summary)
+        return summary
+
+    def _run_driver(self, stage_cls: type[Stage]) -> StageSummary:
+        """A driver-side stage (export): once, here, with the store, the run's facts and progress."""
+        started = time.time()
+        summary = StageSummary(stage_cls.name, workers=1)
+        stage = stage_cls(stage_cls.settings_from(self.config), self.run)
+        outcome = stage.run_driver(DriverContext(self.store, self.run, self.progress))
+        summary.rows_in, summary.rows_out = outcome.rows_in, outcome.rows_out
         summary.seconds = round(time.time() - started, 3)
         self.progress(stage_cls.name, "done", summary)
         return summary
@@ -338,7 +347,7 @@ class Runner:
         stages = registry.stages()
         for name in names:
             cls = stages[name]
-            if hasattr(cls, "run_stage"):
+            if cls.kind == "driver":
                 return True
             try:
                 pending, _ = self._pending_units(cls, discovery)
@@ -355,7 +364,8 @@ class Runner:
         capacity = cluster_capacity()
         stages = registry.stages()
         for name in names:
-            check_resources(name, stages[name].resources(self.config), capacity)
+            cls = stages[name]
+            check_resources(name, cls.resources(cls.settings_from(self.config)), capacity)
 
     def _ensure_ray(self) -> None:
         with self._ray_lock:
@@ -365,15 +375,16 @@ class Runner:
         from ray.data import ActorPoolStrategy
 
         self._ensure_ray()
-        res = stage_cls.resources(self.config)
+        settings = stage_cls.settings_from(self.config)
+        res = stage_cls.resources(settings)
         capacity = cluster_capacity()
         ds, n_batches = self._input_dataset(stage_cls, base, res.batch_size)
         workers = pool_size(res, capacity, n_batches)
         summary.workers = workers
-        config = stage_cls.open_services(self.config, self._services)
+        settings = stage_cls.open_services(settings, self._services)
         inflight = InflightLedger.create()
         ds = ds.map_batches(
-            StageWorker.bind(stage_cls, config, self.run, inflight),
+            StageWorker.bind(stage_cls, settings, self.run, inflight),
             batch_size=res.batch_size,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=workers),

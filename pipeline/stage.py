@@ -1,44 +1,117 @@
-"""The stage contract: what a stage declares and the two methods it implements.
+"""The stage contract: what a stage declares, the config it owns, and the methods it implements.
 
-The NeMo Curator shape, smaller. A stage class declares its name, the record it
-produces and the stage outputs it reads; its resources and batch size come from
-its config section (so users can change them); it loads models once per worker
-in `setup` and turns batches of song rows into records or rejects in
-`process_batch`. The runner does everything else: input planning, resume,
-Ray Data, sinks, progress.
+The NeMo Curator shape, smaller. A stage class declares its name, its kind,
+the record it produces, the stage outputs it reads, its config section
+(`config_model`: its parameters and `resources`, declared beside it) and the
+shared sections it reads (`reads`: e.g. the LLM endpoint). It sees exactly
+those: `self.cfg` is its own section, `self.shared.<name>` a shared one.
+
+Two kinds:
+- `map` (most stages): the runner hands batches of song rows to workers; the
+  stage loads models once per worker in `setup` and turns each batch into
+  records and rejects in `process_batch`.
+- `driver` (export): runs once per run on the driver, in `run_driver`, with
+  what it needs (the output store, the run's facts, a progress callback).
+The runner does everything else: planning, resume, workers, sinks, progress.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import json
 import traceback
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal
 
-from mfpipe import __version__
+from pydantic import Field
 
-from ..schemas import Provenance, Reject, SongRecord, ToolVersion, utc_now
-from .config import PipelineConfig, Resources
+from ..config import Section
+from ..schemas import Provenance, Reject, RunInfo, SongRecord, ToolVersion, utc_now
+from ..store import OutputStore
 
 # The pseudo-stage whose "output" is the list of input files (column `source`).
 INPUTS = "inputs"
 
+__all__ = ["INPUTS", "DriverContext", "DriverOutcome", "Resources", "RunInfo", "Shared", "Stage", "StageConfig",
+           "StageSettings"]
 
-@dataclasses.dataclass(frozen=True)
-class RunInfo:
-    """Facts about the run that every row's provenance carries."""
 
-    run_id: str
-    config_hash: str
-    code_rev: str | None = None
-    mfpipe_version: str = __version__
+class Resources(Section):
+    """What one worker of a stage asks Ray for, and how many workers there are."""
+
+    cpus: float = Field(1.0, ge=0, description="CPUs per worker.")
+    gpus: float = Field(0.0, ge=0, description="GPUs per worker; a fraction shares a GPU (Parakeet: 0.25).")
+    batch_size: int = Field(8, ge=1, description="Song rows per batch handed to a worker.")
+    concurrency: int | None = Field(None, ge=1, description="Workers; None: as many as the cluster's CPUs or "
+                                                            "GPUs fit (the run's resource plan may give fewer).")
+
+
+class StageConfig(Section):
+    """The base of every stage's config section."""
+
+    resources: Resources = Field(default_factory=Resources, description="What each worker asks Ray for.")
+
+
+class Shared:
+    """The shared sections a stage declared in `reads`, and no others."""
+
+    def __init__(self, stage: str, sections: dict[str, Section]):
+        self._stage = stage
+        self._sections = dict(sections)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._sections[name]
+        except KeyError:
+            raise AttributeError(f"stage {self._stage!r} does not declare the shared section {name!r} in its "
+                                 f"`reads`") from None
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What one stage is configured with: its own section and the shared sections it reads."""
+
+    stage: str
+    own: StageConfig
+    shared: dict[str, Section] = field(default_factory=dict)
+
+    def replace_shared(self, name: str, section: Section) -> "StageSettings":
+        return StageSettings(self.stage, self.own, {**self.shared, name: section})
+
+    def to_json(self) -> str:
+        return json.dumps({"own": self.own.model_dump(mode="json"),
+                           "shared": {k: v.model_dump(mode="json") for k, v in self.shared.items()}})
+
+
+@dataclass(frozen=True)
+class DriverOutcome:
+    """What a driver-side stage reports back: units it considered and rows it wrote."""
+
+    rows_in: int
+    rows_out: int
+
+
+@dataclass
+class DriverContext:
+    """What a driver-side stage gets: the output folder, the run's facts and a progress callback."""
+
+    store: OutputStore
+    run: RunInfo
+    progress: Callable[[str, str, Any], None]
 
 
 class Stage:
-    """Base class of every stage. Subclasses live one per file in `stages/`."""
+    """Base class of every stage. Subclasses live one per file in `stages/` (or in a plugin package)."""
 
     name: ClassVar[str]
+    kind: ClassVar[Literal["map", "driver"]] = "map"
     record: ClassVar[type[SongRecord]]
+    config_model: ClassVar[type[StageConfig]] = StageConfig
+    # Shared sections this stage reads, by name (e.g. {"llm": LlmConfig}); the pipeline config
+    # gets one section per name, whichever stages declare it.
+    reads: ClassVar[dict[str, type[Section]]] = {}
     # Upstream outputs. The first is the base table (one row per unit of work);
     # the others are joined on song_id and must exist.
     requires: ClassVar[tuple[str, ...]] = ("ingest",)
@@ -48,45 +121,76 @@ class Stage:
     key: ClassVar[str] = "song_id"
     # Columns of each upstream table this stage reads (None: all of them).
     columns: ClassVar[dict[str, tuple[str, ...]] | None] = None
-    # One line for `mfpipe run --help` and the README.
+    # One line for `mfpipe stages` and the README.
     summary: ClassVar[str] = ""
 
-    def __init__(self, config: PipelineConfig, run: RunInfo):
-        self.config = config
+    def __init__(self, settings: StageSettings, run: RunInfo):
+        if not isinstance(settings, StageSettings):
+            raise TypeError(f"{type(self).__name__} takes its StageSettings; build it from a whole pipeline "
+                            f"config with {type(self).__name__}.from_config(config, run)")
+        self.settings = settings
+        self.cfg = settings.own
+        self.shared = Shared(self.name, settings.shared)
         self.run = run
 
-    # ---------------------------------------------------------------- declared
+    # ---------------------------------------------------------------- settings
     @classmethod
-    def resources(cls, config: PipelineConfig) -> Resources:
-        section = config.stage_section(cls.name)
-        return section.resources if section is not None else Resources()
+    def settings_from(cls, config: Any) -> StageSettings:
+        """This stage's view of a resolved pipeline config (its section + the shared ones it reads)."""
+        own = getattr(config, cls.name, None)
+        if own is None:
+            own = cls.config_model()
+        return StageSettings(cls.name, own, {name: getattr(config, name) for name in cls.reads})
 
     @classmethod
-    def banner_notes(cls, config: PipelineConfig) -> list[str]:
+    def settings_from_json(cls, text: str) -> StageSettings:
+        data = json.loads(text)
+        shared = {name: model.model_validate(data["shared"][name]) for name, model in cls.reads.items()}
+        return StageSettings(cls.name, cls.config_model.model_validate(data["own"]), shared)
+
+    @classmethod
+    def from_config(cls, config: Any, run: RunInfo) -> "Stage":
+        """The stage built from a whole pipeline config (tests, benchmarks)."""
+        return cls(cls.settings_from(config), run)
+
+    # ---------------------------------------------------------------- declared, driver side
+    @classmethod
+    def resources(cls, settings: StageSettings) -> Resources:
+        return settings.own.resources
+
+    @classmethod
+    def banner_notes(cls, settings: StageSettings) -> list[str]:
         """Lines the run banner must show for this stage (e.g. models with random weights)."""
         return []
 
     @classmethod
-    def open_services(cls, config: PipelineConfig, services: contextlib.ExitStack) -> PipelineConfig:
+    def open_services(cls, settings: StageSettings, services: contextlib.ExitStack) -> StageSettings:
         """Driver side, before this stage's workers start: start what all of them share (a model
         server), registering its stop on `services` (closed when the run ends), and return the
-        config the workers get (e.g. with the server's URL). Runs once per stage per run."""
-        return config
+        settings the workers get (e.g. with the server's URL). Runs once per stage per run."""
+        return settings
 
     @classmethod
     def upstream(cls) -> tuple[str, ...]:
         return tuple(dict.fromkeys(cls.requires + cls.uses))
 
-    # ---------------------------------------------------------------- lifecycle
+    # ---------------------------------------------------------------- map stages
     def setup(self) -> None:
         """Load models / tools once per worker. Heavy imports belong here, not at module top."""
 
     def process_batch(self, rows: list[dict[str, Any]]) -> list[SongRecord | Reject]:
-        """Turn input rows into one record or one reject per row."""
+        """Turn input rows into results: for every row at least one record or reject, keyed by the
+        row's `key`. A row may get several (think: one record with the kept chains plus one
+        reject per dropped chain); a row with no result becomes a `lost` reject."""
         raise NotImplementedError
 
     def teardown(self) -> None:
         """Release what `setup` took (servers, GPU memory)."""
+
+    # ---------------------------------------------------------------- driver stages
+    def run_driver(self, ctx: DriverContext) -> DriverOutcome:
+        """A `driver` stage's whole work, once per run on the driver."""
+        raise NotImplementedError
 
     # ---------------------------------------------------------------- helpers
     def tool_versions(self) -> list[ToolVersion]:
@@ -123,9 +227,13 @@ class Stage:
         at = f" (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
         return self.reject(row, "exception", f"{type(exc).__name__}: {exc}{at}"[:2000], retryable=True)
 
+    def lost(self, row: dict[str, Any], why: str) -> Reject:
+        """A unit of work that got no result: not the input's fault, so a rerun tries it again."""
+        return self.reject(row, "lost", why, retryable=True)
+
     def process_safely(self, rows: list[dict[str, Any]]) -> list[SongRecord | Reject]:
         """process_batch, falling back to one row at a time so one bad song cannot sink a batch,
-        and checking that every input row got exactly one result."""
+        and checking that every input row got a result."""
         try:
             results = list(self.process_batch(rows))
         except Exception as exc:  # noqa: BLE001 - isolate the failing row below
@@ -145,7 +253,7 @@ class Stage:
         seen = {_result_key(r, self.key) for r in results}
         for row in rows:
             if str(row.get(self.key)) not in seen:
-                results.append(self.reject(row, "lost", f"stage {self.name} returned no result for this input"))
+                results.append(self.lost(row, f"stage {self.name} returned no result for this input"))
         return results
 
 

@@ -35,6 +35,12 @@ class Prompt:
         """The text with `{name}` fields filled (str.format rules: `{{` is a literal brace)."""
         return self.text.format(**values) if values else self.text
 
+    def ref(self):
+        """The prompt as a row's provenance names it (id, version, sha256)."""
+        from ..schemas import PromptRef
+
+        return PromptRef(id=self.id, version=self.version, sha256=self.sha256)
+
     def macros(self) -> Any:
         """A Jinja template's macros as callables (`prompt.macros().system()`); StrictUndefined,
         so a macro that uses a value it was not given fails loudly."""

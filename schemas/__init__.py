@@ -1,7 +1,7 @@
 """Pydantic records: the single source of truth for every Parquet table."""
 
 from .arrow import arrow_schema, to_table
-from .common import ModelRef, PromptRef, Provenance, Record, Reject, SongRecord, ToolVersion, utc_now
+from .common import LlmUsage, ModelRef, PromptRef, Provenance, Record, Reject, RunInfo, SongRecord, ToolVersion, utc_now
 from .caption import CaptionRecord, CaptionWindow
 from .filter import FilterRecord, ItemJudgement, QaJudgement
 from .ingest import IngestRecord
@@ -24,11 +24,13 @@ __all__ = [
     "MirRecord",
     "Word",
     "IngestRecord",
+    "LlmUsage",
     "ModelRef",
     "PromptRef",
     "Provenance",
     "Record",
     "Reject",
+    "RunInfo",
     "SongRecord",
     "ToolVersion",
     "arrow_schema",

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mfpipe import __version__
+
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """Facts about the run that every row's provenance carries."""
+
+    run_id: str
+    config_hash: str
+    code_rev: str | None = None
+    mfpipe_version: str = __version__
 
 
 class Record(BaseModel):
@@ -52,6 +65,23 @@ class Provenance(Record):
     settings: str | None = None
     # Things a curator should know about this row (a tool that had nothing to say, a fallback used).
     notes: list[str] = Field(default_factory=list)
+
+
+class LlmUsage(Record):
+    """What LLM requests cost: counted by the client, summed per song."""
+
+    requests: int = 0  # HTTP requests sent, retries and repairs included
+    retries: int = 0
+    repairs: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0  # wall time from the first request to the last answer
+
+    def add(self, other: "LlmUsage") -> "LlmUsage":
+        """Add another's counts to this one (not its seconds: wall time does not sum)."""
+        for name in ("requests", "retries", "repairs", "prompt_tokens", "completion_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
 
 
 class SongRecord(Record):

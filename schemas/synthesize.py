@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, create_model, field_validator
 
-from .common import Record, SongRecord
+from .common import LlmUsage, Record, SongRecord
 
 # The five MF-Skills question types (Music Flamingo paper, section 3).
 SKILLS = ("temporal", "attribute", "harmony_theory", "lyric_vocal", "comparative_structural")
@@ -57,15 +57,6 @@ class ConsistencyFlag(Record):
     stated: str  # what the text says
     expected: str  # what MIR measured
     message: str
-
-
-class LlmUsage(Record):
-    requests: int = 0  # HTTP requests sent, retries and repairs included
-    retries: int = 0
-    repairs: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0  # wall time from the first request to the last answer
 
 
 class SynthesizeRecord(SongRecord):

@@ -14,11 +14,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import Field
+
 from .. import audio
 from ..backends import refs
+from ..backends.audiolm import AudioLMSettings
 from ..pipeline.registry import register
-from ..pipeline.stage import Stage
-from ..schemas import CaptionRecord, CaptionWindow, PromptRef, Reject, ToolVersion
+from ..pipeline.stage import Resources, Stage, StageConfig
+from ..schemas import CaptionRecord, CaptionWindow, Reject, ToolVersion
+
+
+class CaptionConfig(AudioLMSettings, StageConfig):
+    """Surface captions: one short Music Flamingo description per 30 s window."""
+
+    resources: Resources = Field(default_factory=Resources, description="What each worker asks Ray for.")
+    prompt: str = Field("caption_window", description="Prompt id in prompts/ (`id`: latest version, `id.vN`: "
+                                                      "pinned).")
+    max_new_tokens: int = Field(96, ge=1, description="Most tokens per window caption.")
+    min_new_tokens: int = Field(0, ge=0, description="Fewest tokens per window caption.")
+    min_clip_s: float = Field(1.0, ge=0.1, le=30.0, description="A last window shorter than this is captioned "
+                                                                "from the song's last min_clip_s seconds.")
 
 
 @register
@@ -27,11 +42,13 @@ class CaptionStage(Stage):
     record = CaptionRecord
     requires = ("ingest",)
     columns = {"ingest": ("song_id", "source", "processed_s")}
+    config_model = CaptionConfig
+    reads = {"audio": audio.AudioConfig}
     summary = "Music Flamingo: a short caption of every 30 s window (batched across songs)"
 
     @classmethod
-    def banner_notes(cls, config) -> list[str]:
-        return refs.stand_in_notes(config.caption.model,
+    def banner_notes(cls, settings) -> list[str]:
+        return refs.stand_in_notes(settings.own.model,
                                    "uses a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): the "
                                    "captions are noise, made only to exercise the pipeline")
 
@@ -39,8 +56,7 @@ class CaptionStage(Stage):
         from ..backends.audiolm import AudioLM
         from ..prompts import load_prompt
 
-        self.cfg = self.config.caption
-        self.window_s = self.config.ingest.window_s
+        self.window_s = self.shared.audio.window_s
         self.prompt = load_prompt(self.cfg.prompt)
         self.lm = AudioLM.from_config(self.cfg)
         generation = {"max_new_tokens": self.cfg.max_new_tokens, "min_new_tokens": self.cfg.min_new_tokens}
@@ -48,7 +64,7 @@ class CaptionStage(Stage):
         self.settings = json.dumps(self.lm.settings(**generation, window_s=self.window_s,
                                                     min_clip_s=self.cfg.min_clip_s), sort_keys=True)
         self.model_refs = [self.lm.model_ref("surface_captioner")]
-        self.prompt_ref = PromptRef(id=self.prompt.id, version=self.prompt.version, sha256=self.prompt.sha256)
+        self.prompt_ref = self.prompt.ref()
 
     def tool_versions(self) -> list[ToolVersion]:
         from importlib.metadata import version

@@ -2,45 +2,41 @@
 
 Not a per-song map: it reads every stage output, joins them by song_id and
 writes `OUT/export/` in one go (`mfpipe.curate.export` has the rules for
-missing parts and the atomic swap), so it drives itself (`run_stage`) instead
-of going through the runner's Ray map. It runs whenever it is planned: a rerun
-rewrites the export from whatever the stage outputs hold now.
+missing parts and the atomic swap), so it is a `driver` stage: it runs once per
+run on the driver, whenever it is planned, and rewrites the export from
+whatever the stage outputs hold now.
 """
 
 from __future__ import annotations
 
-import time
-
 from ..curate import export as corpus
+from ..curate.export import ExportSettings
 from ..pipeline.registry import register
-from ..pipeline.stage import Stage
+from ..pipeline.stage import DriverContext, DriverOutcome, Stage, StageConfig, StageSettings
 from ..schemas.export import SkillsRow
+
+
+class ExportConfig(ExportSettings, StageConfig):
+    """MF-Skills / MF-Think Parquet export, its dataset card, and the AF3 JSON export."""
 
 
 @register
 class ExportStage(Stage):
     name = "export"
+    kind = "driver"
     record = SkillsRow
+    config_model = ExportConfig
     requires = ("ingest", "synthesize")
     # Optional: joined when present (filter/think decide what is kept; see mfpipe.curate.export).
     uses = ("mir", "caption", "lyrics", "filter", "think")
     summary = "MF-Skills / MF-Think Parquet shards + dataset card (OUT/export, swapped in atomically)"
 
     @classmethod
-    def banner_notes(cls, config) -> list[str]:
-        if not config.export.allow_unfiltered:
+    def banner_notes(cls, settings: StageSettings) -> list[str]:
+        if not settings.own.allow_unfiltered:
             return ["refuses to export items the quality filter has not judged"]
         return []
 
-    @classmethod
-    def run_stage(cls, runner):
-        from ..pipeline.runner import StageSummary
-
-        started = time.time()
-        summary = StageSummary(cls.name, workers=1)
-        result = corpus.build(runner.store, runner.config, runner.run, runner.progress)
-        summary.rows_in = result.manifest["songs"]["synthesized"]
-        summary.rows_out = sum(result.rows.values())
-        summary.seconds = round(time.time() - started, 3)
-        runner.progress(cls.name, "done", summary)
-        return summary
+    def run_driver(self, ctx: DriverContext) -> DriverOutcome:
+        result = corpus.build(ctx.store, self.cfg, ctx.run, ctx.progress)
+        return DriverOutcome(rows_in=result.manifest["songs"]["synthesized"], rows_out=sum(result.rows.values()))

@@ -38,13 +38,37 @@ from typing import Any
 
 import numpy as np
 
+from pydantic import Field
+
 from .. import audio
 from ..backends import refs
-from ..consistency import Tolerance, check_answer, check_text
+from ..backends.audiolm import AudioLMSettings
+from ..consistency import ConsistencyConfig, check_answer, check_text
 from ..factcheck import SongClips, hear, song_clips, spread, windows_for
 from ..pipeline.registry import register
-from ..pipeline.stage import Stage
-from ..schemas import FilterRecord, ItemJudgement, PromptRef, QaJudgement, Reject, ToolVersion
+from ..pipeline.stage import Resources, Stage, StageConfig
+from ..schemas import FilterRecord, ItemJudgement, QaJudgement, Reject, ToolVersion
+
+
+class FilterConfig(AudioLMSettings, StageConfig):
+    """Quality filter: the audio-LM listens to each song and judges its rich caption and QA items."""
+
+    resources: Resources = Field(default_factory=Resources, description="What each worker asks Ray for.")
+    prompt: str = Field("filter", description="Prompt id (latest version) or id.vN in prompts/.")
+    caption_windows: int = Field(4, ge=1, le=40, description="The caption is scored 1-10 against this many "
+                                 "windows, evenly spread over the song.")
+    caption_min_score: float = Field(6.0, ge=1, le=10, description="Keep the caption when its mean expected "
+                                     "score reaches this.")
+    qa_windows: int = Field(3, ge=1, le=40, description="A QA item that names no time (m:ss) is heard against "
+                            "this many windows spread over the song; the best window's judgement counts.")
+    qa_min_p_yes: float = Field(0.5, ge=0, le=1, description="Keep a QA item when P(yes) reaches this.")
+    min_mass: float = Field(0.5, ge=0, le=1, description="P(yes)+P(no) (or the digits' / letters' total) below "
+                            "this: the model did not really answer, and the item counts as not judged.")
+    keep_unjudged: bool = Field(False, description="Items the audio-LM did not judge: kept (true) or dropped "
+                                "(false: the paper keeps only what the audio-LM confirms).")
+    drop_on_mir_flags: bool = Field(True, description="Drop an item that contradicts the MIR facts.")
+    min_clip_s: float = Field(1.0, ge=0.1, le=30.0, description="Shorter last windows are read from the song's "
+                                                                "end.")
 
 
 @dataclass
@@ -69,11 +93,13 @@ class FilterStage(Stage):
         "synthesize": ("caption", "qa", "flags"),
         "mir": ("bpm", "meter", "key", "mode", "chords"),
     }
+    config_model = FilterConfig
+    reads = {"audio": audio.AudioConfig, "consistency": ConsistencyConfig}
     summary = "Music Flamingo judges each rich caption and QA item against the audio; MIR contradictions drop items"
 
     @classmethod
-    def banner_notes(cls, config) -> list[str]:
-        return refs.stand_in_notes(config.filter.model,
+    def banner_notes(cls, settings) -> list[str]:
+        return refs.stand_in_notes(settings.own.model,
                                    "judges with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): "
                                    "its judgements are noise, made only to exercise the pipeline")
 
@@ -82,9 +108,8 @@ class FilterStage(Stage):
         from ..backends.audiolm import AudioLM
         from ..prompts import load_prompt
 
-        self.cfg = self.config.filter
-        self.window_s = self.config.ingest.window_s
-        self.tolerance = Tolerance.from_config(self.config.consistency)
+        self.window_s = self.shared.audio.window_s
+        self.tolerance = self.shared.consistency
         self.prompt = load_prompt(self.cfg.prompt)
         self.asks = self.prompt.macros()
         self.lm = AudioLM.from_config(self.cfg)
@@ -97,7 +122,7 @@ class FilterStage(Stage):
             answer_formats={p.id: f"{p.version}:{p.sha256[:12]}" for p in wrappers.values()},
         ), sort_keys=True)
         self.model_refs = [self.lm.model_ref("judge")]
-        self.prompt_ref = PromptRef(id=self.prompt.id, version=self.prompt.version, sha256=self.prompt.sha256)
+        self.prompt_ref = self.prompt.ref()
 
     def tool_versions(self) -> list[ToolVersion]:
         from importlib.metadata import version

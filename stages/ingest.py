@@ -15,10 +15,30 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import Field
+
 from .. import audio
 from ..pipeline.registry import register
-from ..pipeline.stage import INPUTS, Stage
+from ..pipeline.stage import INPUTS, Resources, Stage, StageConfig
 from ..schemas import IngestRecord, Reject, ToolVersion
+
+AUDIO_EXTENSIONS = [".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff",
+                    ".m4a", ".aac", ".wma", ".webm", ".mka"]
+
+
+class IngestConfig(StageConfig):
+    """Ingest: which inputs are songs, and what a song must be to go on."""
+
+    resources: Resources = Field(default_factory=lambda: Resources(cpus=1, batch_size=8),
+                                 description="What each worker asks Ray for.")
+    max_duration_s: float = Field(1200.0, gt=0, description="Songs are truncated here: Music Flamingo reads at "
+                                  "most 40 windows of 30 s (later stages use the first max_duration_s).")
+    min_duration_s: float = Field(1.0, ge=0, description="Shorter files are rejected as too_short.")
+    silence_dbfs: float = Field(-60.0, description="A file whose peak stays below this is rejected as silent.")
+    extensions: list[str] = Field(default_factory=lambda: list(AUDIO_EXTENSIONS),
+                                  description="File extensions a folder or glob input counts as audio.")
+    ffmpeg: str = Field("ffmpeg", description="Used, when installed, for formats libsndfile cannot read.")
+
 
 @register
 class IngestStage(Stage):
@@ -26,10 +46,11 @@ class IngestStage(Stage):
     record = IngestRecord
     requires = (INPUTS,)
     key = "source"
+    config_model = IngestConfig
+    reads = {"audio": audio.AudioConfig}
     summary = "hash, decode and measure each file; 30 s windows; truncation at 1200 s"
 
     def setup(self) -> None:
-        self.cfg = self.config.ingest
         self.ffmpeg = audio.ffmpeg_available(self.cfg.ffmpeg)
 
     def tool_versions(self) -> list[ToolVersion]:
@@ -90,7 +111,7 @@ class IngestStage(Stage):
             truncated=truncated,
             sample_rate=scan.sample_rate,
             channels=scan.channels,
-            n_windows=max(1, math.ceil(processed / cfg.window_s - 1e-9)),
+            n_windows=max(1, math.ceil(processed / self.shared.audio.window_s - 1e-9)),
             format=scan.format,
             subtype=scan.subtype,
             size_bytes=size,

@@ -15,9 +15,14 @@ from typing import Any
 
 from .. import audio
 from ..backends import refs
+from ..backends.asr import AsrSettings
 from ..pipeline.registry import register
-from ..pipeline.stage import Stage
+from ..pipeline.stage import Stage, StageConfig
 from ..schemas import LyricsRecord, Reject, ToolVersion, Word
+
+
+class LyricsConfig(AsrSettings, StageConfig):
+    """Lyrics with word timestamps: Parakeet via NeMo, or Whisper via faster-whisper."""
 
 
 @register
@@ -26,17 +31,17 @@ class LyricsStage(Stage):
     record = LyricsRecord
     requires = ("ingest",)
     columns = {"ingest": ("song_id", "source", "processed_s")}
+    config_model = LyricsConfig
     summary = "lyrics with word timestamps (Parakeet via NeMo; Whisper tiny.en in the cpu profile)"
 
     @classmethod
-    def banner_notes(cls, config) -> list[str]:
-        return refs.stand_in_notes(config.lyrics.model,
+    def banner_notes(cls, settings) -> list[str]:
+        return refs.stand_in_notes(settings.own.model,
                                    "uses a RANDOM-WEIGHT speech recogniser: the lyrics are noise")
 
     def setup(self) -> None:
         from ..backends.asr import Asr
 
-        self.cfg = self.config.lyrics
         self.asr = Asr.from_config(self.cfg)
         self.model_refs = [self.asr.model_ref("lyrics_asr")]
         self.settings = json.dumps(self.asr.settings(), sort_keys=True)

@@ -16,10 +16,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import Field
+
 from .. import audio
+from ..mir.config import MirSettings
 from ..pipeline.registry import register
-from ..pipeline.stage import Stage
+from ..pipeline.stage import Resources, Stage, StageConfig
 from ..schemas import MirRecord, Reject, ToolVersion
+
+
+class MirConfig(MirSettings, StageConfig):
+    """MIR back-fill: one decode per song per worker, one worker per core, single-threaded tools."""
+
+    resources: Resources = Field(default_factory=lambda: Resources(cpus=1, batch_size=2),
+                                 description="What each worker asks Ray for (one core each: the tools are "
+                                             "single-threaded).")
 
 
 @register
@@ -28,12 +39,12 @@ class MirStage(Stage):
     record = MirRecord
     requires = ("ingest",)
     columns = {"ingest": ("song_id", "source", "processed_s", "truncated")}
+    config_model = MirConfig
     summary = "madmom beats/downbeats/meter, essentia key + loudness, Chordino chords (CPU, decode once)"
 
     def setup(self) -> None:
         from ..mir import MirAnalyzer
 
-        self.cfg = self.config.mir
         self.analyzer = MirAnalyzer(self.cfg)
         self._tools = self.analyzer.tool_versions()
         self._settings = json.dumps(self.analyzer.settings(), sort_keys=True, separators=(",", ":"))

@@ -30,15 +30,16 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
 from ..backends import vllm_server
-from ..consistency import Tolerance, check_song
-from ..pipeline.config import PipelineConfig
+from ..backends.llm import LlmConfig
+from ..consistency import ConsistencyConfig, check_song
 from ..pipeline.registry import register
-from ..pipeline.stage import Stage
-from ..schemas import ModelRef, PromptRef, Reject
+from ..pipeline.stage import Resources, Stage, StageConfig, StageSettings
+from ..schemas import LlmUsage, ModelRef, Reject
 from ..schemas.synthesize import (
     SKILLS,
-    LlmUsage,
     MetadataDraft,
     QaItem,
     SongMetadata,
@@ -47,6 +48,26 @@ from ..schemas.synthesize import (
     qa_draft,
 )
 from ..songfacts import SongInputs, meter_text, song_inputs
+
+
+class SynthesizeConfig(StageConfig):
+    """Rich captions, structured metadata and five-skill QA from the surface captions + MIR facts."""
+
+    resources: Resources = Field(default_factory=Resources, description="What each worker asks Ray for (a worker "
+                                 "keeps llm.concurrency requests in flight).")
+    prompt: str = Field("synthesize", description="Prompt id (latest version) or id.vN in prompts/.")
+    target_words: int = Field(450, ge=20, description="Rich caption length the prompt asks for (paper: ~452).")
+    caption_chars_per_word: float = Field(9.0, ge=4, description="Hard cap on the caption (JSON-schema "
+                                          "maxLength), in characters per target word.")
+    qa_open_per_skill: int = Field(2, ge=0, le=10, description="Open-ended questions per skill.")
+    qa_choice_per_skill: int = Field(2, ge=0, le=10, description="Multiple-choice questions per skill.")
+    choice_options: int = Field(4, ge=2, le=6, description="Options per multiple-choice question.")
+    ground_metadata: bool = Field(True, description="Replace the metadata's bpm/key/meter with the MIR facts when "
+                                  "MIR has them (the model's own values are still checked and flagged).")
+    max_lyrics_chars: int = Field(4000, ge=0, description="Lyrics characters in the prompt (the rest is cut, "
+                                  "with a note).")
+    max_caption_windows: int = Field(40, ge=0, description="Surface-caption windows in the prompt.")
+    max_chord_changes: int = Field(64, ge=0, description="Chord changes in the prompt.")
 
 
 @dataclass
@@ -71,16 +92,18 @@ class SynthesizeStage(Stage):
         "caption": ("windows",),
         "lyrics": ("text", "words", "has_vocals", "language"),
     }
+    config_model = SynthesizeConfig
+    reads = {"llm": LlmConfig, "consistency": ConsistencyConfig}
     summary = "LLM (vLLM): rich caption, metadata and five-skill QA from captions + MIR + lyrics"
 
     # ------------------------------------------------------------ driver side
     @classmethod
-    def open_services(cls, config: PipelineConfig, services: contextlib.ExitStack) -> PipelineConfig:
-        return vllm_server.ensure_server(config, services)
+    def open_services(cls, settings: StageSettings, services: contextlib.ExitStack) -> StageSettings:
+        return settings.replace_shared("llm", vllm_server.ensure_server(settings.shared["llm"], services))
 
     @classmethod
-    def banner_notes(cls, config: PipelineConfig) -> list[str]:
-        llm = config.llm
+    def banner_notes(cls, settings: StageSettings) -> list[str]:
+        llm = settings.shared["llm"]
         if llm.base_url:
             return [f"LLM {llm.model} at {llm.base_url}"]
         what = llm.server.local_model or llm.server.model or llm.model
@@ -91,25 +114,21 @@ class SynthesizeStage(Stage):
 
     # ------------------------------------------------------------ worker side
     def setup(self) -> None:
-        from ..backends.llm import Llm
+        from ..backends.llm import LlmSession
         from ..prompts import load_prompt
 
-        self.cfg = self.config.synthesize
         self.prompt = load_prompt(self.cfg.prompt)
-        self.templates = _macros(self.prompt.text)
-        self.tolerance = Tolerance.from_config(self.config.consistency)
-        # One loop per worker, kept across batches: the client's connections live in it.
-        self.loop = asyncio.new_event_loop()
-        self.llm = Llm.from_config(self.config.llm)
+        self.templates = self.prompt.macros()
+        self.tolerance = self.shared.consistency
+        self.session = LlmSession(self.shared.llm)
+        self.llm = self.session.llm
 
     def teardown(self) -> None:
-        loop = getattr(self, "loop", None)
-        if loop is not None and not loop.is_closed():
-            loop.run_until_complete(self.llm.aclose())
-            loop.close()
+        if getattr(self, "session", None) is not None:
+            self.session.close()
 
     def process_batch(self, rows: list[dict[str, Any]]) -> list[SynthesizeRecord | Reject]:
-        return self.loop.run_until_complete(self.process_async(rows))
+        return self.session.run(self.process_async(rows))
 
     async def process_async(self, rows: list[dict[str, Any]]) -> list[SynthesizeRecord | Reject]:
         """Every request of every song in the batch in flight at once (bounded by the client)."""
@@ -152,8 +171,7 @@ class SynthesizeStage(Stage):
                                          for r in requests))
         usage = LlmUsage()
         for res in results:
-            for name in ("requests", "retries", "repairs", "prompt_tokens", "completion_tokens"):
-                setattr(usage, name, getattr(usage, name) + getattr(res.usage, name))
+            usage.add(res.usage)
             usage.seconds = max(usage.seconds, res.usage.seconds)
         parts: dict[str, Any] = {}
         failed = []
@@ -207,7 +225,7 @@ class SynthesizeStage(Stage):
             flags=flags, inputs=song.present, usage=usage,
             provenance=self.provenance(
                 models=[ModelRef(role="llm", name=self.llm.model)],
-                prompt=PromptRef(id=self.prompt.id, version=self.prompt.version, sha256=self.prompt.sha256),
+                prompt=self.prompt.ref(),
                 settings=json.dumps(self._settings(), sort_keys=True),
                 notes=notes,
             ),
@@ -248,12 +266,3 @@ class SynthesizeStage(Stage):
                 "qa_open_per_skill": cfg.qa_open_per_skill, "qa_choice_per_skill": cfg.qa_choice_per_skill,
                 "choice_options": cfg.choice_options, "ground_metadata": cfg.ground_metadata,
                 "parts": ["caption", "metadata", *(f"qa/{s}" for s in SKILLS)]}
-
-
-def _macros(text: str):
-    """The prompt file's Jinja macros (system, song, task_caption, task_metadata, task_qa)."""
-    import jinja2
-
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
-    return env.from_string(text).module

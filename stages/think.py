@@ -47,19 +47,71 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field, model_validator
+
 from .. import audio
 from ..backends import refs, vllm_server
-from ..consistency import Tolerance, check_answer
+from ..backends.audiolm import AudioLMSettings
+from ..backends.llm import LlmConfig
+from ..config import Section
+from ..consistency import ConsistencyConfig, check_answer
 from ..factcheck import Check, SongClips, audio_check, decide, describe, error_rate, hear, mir_check, song_clips, \
     windows_for
-from ..pipeline.config import PipelineConfig
 from ..pipeline.registry import register
-from ..pipeline.stage import Stage
-from ..schemas import ModelRef, PromptRef, Reject, ToolVersion
-from ..schemas.synthesize import LlmUsage
+from ..pipeline.stage import Resources, Stage, StageConfig, StageSettings
+from ..schemas import LlmUsage, ModelRef, Reject, ToolVersion
+from ..schemas.synthesize import Skill
 from ..schemas.think import Chain, ChainStep, ThinkRecord, chain_draft, fix_draft
 from ..songfacts import song_inputs
 from ..thinktext import clean, render
+
+
+class ThinkStepCheck(Section):
+    """How the audio-LM's yes/no on one reasoning step becomes a verdict."""
+
+    windows: int = Field(3, ge=1, le=40, description="Windows a step that names no time (m:ss) is heard against.")
+    correct_p_yes: float = Field(0.65, ge=0, le=1, description="The best window's P(yes) at or above this: correct.")
+    wrong_p_yes: float = Field(0.35, ge=0, le=1, description="The best window's P(yes) below this: wrong (between "
+                               "the two: unverifiable).")
+    min_mass: float = Field(0.5, ge=0, le=1, description="P(yes)+P(no) below this: unverifiable (no real answer).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ThinkStepCheck":
+        if self.wrong_p_yes > self.correct_p_yes:
+            raise ValueError("wrong_p_yes must not exceed correct_p_yes")
+        return self
+
+
+class ThinkConfig(AudioLMSettings, StageConfig):
+    """MF-Think: LLM reasoning chains for challenging QA items, every step fact-checked."""
+
+    resources: Resources = Field(default_factory=Resources, description="What each worker asks Ray for.")
+    prompt: str = Field("think", description="Prompt id (latest version) or id.vN in prompts/.")
+    max_chains_per_song: int = Field(4, ge=0, description="Chains per song, most challenging items first.")
+    select_audio_lm_wrong: bool = Field(True, description="A multiple-choice item the audio-LM itself answered "
+                                        "wrongly in the filter is challenging.")
+    hard_skills: list[Skill] = Field(default_factory=lambda: ["harmony_theory", "comparative_structural", "temporal"],
+                                     description="Items of these skills are challenging too.")
+    min_steps: int = Field(3, ge=1, le=20, description="Fewest steps a chain may have.")
+    max_steps: int = Field(8, ge=1, le=20, description="Most steps a chain may have.")
+    show_reference: bool = Field(True, description="Tell the LLM the filtered reference answer to reason towards "
+                                 "(distillation, as in the paper).")
+    max_wrong_ratio: float = Field(0.3, ge=0, le=1, description="The MF-Think rule: no wrong step: keep; wrong "
+                                   "steps up to this share: rewrite; more: drop.")
+    rewrite_budget: int = Field(1, ge=0, le=5, description="Rewrite rounds per chain before it is dropped.")
+    step_check: ThinkStepCheck = Field(default_factory=ThinkStepCheck, description="How a step's yes/no becomes "
+                                                                                   "a verdict.")
+    min_clip_s: float = Field(1.0, ge=0.1, le=30.0, description="Shorter last windows are read from the song's "
+                                                                "end.")
+    max_lyrics_chars: int = Field(2000, ge=0, description="Lyrics characters in the prompt.")
+    max_chord_changes: int = Field(32, ge=0, description="Chord changes in the prompt.")
+    max_caption_chars: int = Field(4000, ge=0, description="Characters of synthesize's rich caption in the prompt.")
+
+    @model_validator(mode="after")
+    def _steps(self) -> "ThinkConfig":
+        if self.min_steps > self.max_steps:
+            raise ValueError("min_steps must not exceed max_steps")
+        return self
 
 
 @dataclass
@@ -131,20 +183,22 @@ class ThinkStage(Stage):
         "mir": ("bpm", "meter", "key", "mode", "key_strength", "chords", "loudness_lufs"),
         "lyrics": ("text", "words", "has_vocals", "language"),
     }
+    config_model = ThinkConfig
+    reads = {"audio": audio.AudioConfig, "llm": LlmConfig, "consistency": ConsistencyConfig}
     summary = "MF-Think: LLM reasoning chains for challenging items, each step fact-checked (audio-LM + MIR)"
 
     # ------------------------------------------------------------ driver side
     @classmethod
-    def open_services(cls, config: PipelineConfig, services: contextlib.ExitStack) -> PipelineConfig:
+    def open_services(cls, settings: StageSettings, services: contextlib.ExitStack) -> StageSettings:
         # The same server synthesize uses (started once per run, shared).
-        return vllm_server.ensure_server(config, services)
+        return settings.replace_shared("llm", vllm_server.ensure_server(settings.shared["llm"], services))
 
     @classmethod
-    def banner_notes(cls, config: PipelineConfig) -> list[str]:
-        notes = refs.stand_in_notes(config.think.model,
+    def banner_notes(cls, settings: StageSettings) -> list[str]:
+        notes = refs.stand_in_notes(settings.own.model,
                                     "checks steps with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu "
                                     "profile): its judgements are noise, made only to exercise the pipeline")
-        llm = config.llm
+        llm = settings.shared["llm"]
         if llm.base_url:
             notes.append(f"LLM {llm.model} at {llm.base_url}")
         elif llm.server.local_model:
@@ -154,17 +208,16 @@ class ThinkStage(Stage):
     # ------------------------------------------------------------ worker side
     def setup(self) -> None:
         from ..backends.audiolm import AudioLM
-        from ..backends.llm import Llm
+        from ..backends.llm import LlmSession
         from ..prompts import load_prompt
 
-        self.cfg = self.config.think
-        self.window_s = self.config.ingest.window_s
-        self.tolerance = Tolerance.from_config(self.config.consistency)
+        self.window_s = self.shared.audio.window_s
+        self.tolerance = self.shared.consistency
         self.prompt = load_prompt(self.cfg.prompt)
         self.t = self.prompt.macros()
         self.lm = AudioLM.from_config(self.cfg)
-        self.loop = asyncio.new_event_loop()
-        self.llm = Llm.from_config(self.config.llm)
+        self.session = LlmSession(self.shared.llm)
+        self.llm = self.session.llm
         yes_no = load_prompt("audiolm_yes_no")
         cfg = self.cfg
         self.settings = json.dumps({
@@ -177,13 +230,11 @@ class ThinkStage(Stage):
             "step_check": cfg.step_check.model_dump(),
         }, sort_keys=True)
         self.model_refs = [ModelRef(role="llm", name=self.llm.model), self.lm.model_ref("step_checker")]
-        self.prompt_ref = PromptRef(id=self.prompt.id, version=self.prompt.version, sha256=self.prompt.sha256)
+        self.prompt_ref = self.prompt.ref()
 
     def teardown(self) -> None:
-        loop = getattr(self, "loop", None)
-        if loop is not None and not loop.is_closed():
-            loop.run_until_complete(self.llm.aclose())
-            loop.close()
+        if getattr(self, "session", None) is not None:
+            self.session.close()
 
     def tool_versions(self) -> list[ToolVersion]:
         from importlib.metadata import version
@@ -191,7 +242,7 @@ class ThinkStage(Stage):
         return [ToolVersion(name=n, version=version(n)) for n in ("transformers", "torch", "openai")]
 
     def process_batch(self, rows: list[dict[str, Any]]) -> list[ThinkRecord | Reject]:
-        return self.loop.run_until_complete(self.process_async(rows))
+        return self.session.run(self.process_async(rows))
 
     async def process_async(self, rows: list[dict[str, Any]]) -> list[ThinkRecord | Reject]:
         out: list[ThinkRecord | Reject] = []
@@ -314,8 +365,7 @@ class ThinkStage(Stage):
         job.rewrites += 1
 
     def _failed(self, song: Song, job: Job, result: Any, what: str) -> bool:
-        for name in ("requests", "retries", "repairs", "prompt_tokens", "completion_tokens"):
-            setattr(song.usage, name, getattr(song.usage, name) + getattr(result.usage, name))
+        song.usage.add(result.usage)
         song.usage.seconds = round(time.monotonic() - song.first_request, 3)
         if result.ok:
             return False

@@ -15,7 +15,7 @@ import pytest
 
 from mfpipe.backends.vllm_server import VllmServer, resolve_python
 from mfpipe.pipeline.config import load_config
-from mfpipe.pipeline.models import model_path
+from mfpipe.localmodels import model_path
 
 
 @dataclass(frozen=True)

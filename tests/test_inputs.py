@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mfpipe.pipeline.config import IngestConfig
+from mfpipe.stages.ingest import IngestConfig
 from mfpipe.pipeline.inputs import InputError, bundled_examples, discover
 
 EXT = [".wav", ".flac", ".mp3"]

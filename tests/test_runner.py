@@ -81,7 +81,7 @@ def test_failing_rows_become_rejects_and_the_rest_goes_on(songs, tmp_path, monke
 def test_process_safely_isolates_the_bad_row(monkeypatch):
     monkeypatch.setenv("TOY_FAIL_BELOW", "3")
     cfg = load_config(None, ["profile=cpu"])
-    stage = toy_stages.DoubleStage(cfg, RunInfo(run_id="r", config_hash="h"))
+    stage = toy_stages.DoubleStage.from_config(cfg, RunInfo(run_id="r", config_hash="h"))
     rows = [{"song_id": f"id{i}", "source": f"s{i}", "duration_s": d} for i, d in enumerate([1.0, 5.0, 7.0])]
     results = stage.process_safely(rows)
     assert [type(r).__name__ for r in results] == ["Reject", "DoubledRecord", "DoubledRecord"]
@@ -91,7 +91,7 @@ def test_process_safely_isolates_the_bad_row(monkeypatch):
             return super().process_batch(rows)[:-1]  # a buggy stage that drops a row
 
     monkeypatch.setenv("TOY_FAIL_BELOW", "0")
-    results = Forgetful(cfg, RunInfo(run_id="r", config_hash="h")).process_safely(rows[1:])
+    results = Forgetful.from_config(cfg, RunInfo(run_id="r", config_hash="h")).process_safely(rows[1:])
     lost = [r for r in results if isinstance(r, Reject)]
     assert len(results) == 2 and lost[0].error == "lost" and lost[0].song_id == "id2"
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mfpipe.pipeline.store import OutputLockedError, OutputStore
+from mfpipe.store import OutputLockedError, OutputStore
 
 SCHEMA = pa.schema([("song_id", pa.string()), ("x", pa.int64())])
 

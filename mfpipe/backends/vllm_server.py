@@ -34,11 +34,16 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .llm import LlmConfig
 
 import httpx
+from pydantic import Field
 
-from ..pipeline import models
+from .. import localmodels
+from ..config import Section
 
 # Runs in vLLM's Python: ask the kernel for SIGTERM when the parent dies, make sure the
 # parent is still the one that started us, then run the OpenAI-compatible API server.
@@ -49,6 +54,25 @@ _LAUNCHER = (
     "sys.argv = ['vllm-api-server', *sys.argv[1:]]\n"
     "runpy.run_module('vllm.entrypoints.openai.api_server', run_name='__main__', alter_sys=True)\n"
 )
+
+
+class VllmServerConfig(Section):
+    """How mfpipe starts its own vLLM server when `llm.base_url` is not set."""
+
+    python: str = Field(".venv-vllm/bin/python", description="The Python of vLLM's own environment (vLLM pins "
+                        "its own torch); relative paths are resolved against the project root, then the current "
+                        "directory.")
+    model: str | None = Field(None, description="What to serve: a hub id or a folder; None: llm.model.")
+    local_model: str | None = Field(None, description="A model `mfpipe models prepare` builds; wins over `model`.")
+    host: str = Field("127.0.0.1", description="Address the server binds.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port; None: a free one.")
+    args: list[str] = Field(default_factory=list, description="Extra `vllm serve` flags (infra/vllm lists the "
+                                                               "production ones).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the server.")
+    startup_timeout_s: float = Field(900.0, gt=0, description="Seconds to wait for the server to answer.")
+    stop_timeout_s: float = Field(30.0, gt=0, description="Seconds between SIGTERM and SIGKILL when it stops.")
+    log_file: str | None = Field(None, description="Server log file; None: a file in the system temp folder "
+                                                   "(its path is printed on failure).")
 
 
 class ServerStartError(RuntimeError):
@@ -116,12 +140,12 @@ class VllmServer:
         self._keeper: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, llm: Any) -> "VllmServer":
+    def from_config(cls, llm: "LlmConfig") -> "VllmServer":
         """From an `LlmConfig`: serve `server.local_model` (built by `mfpipe models prepare`),
         else `server.model`, else `llm.model`, under the name requests use (`llm.model`)."""
         server = llm.server
         if server.local_model:
-            folder = models.model_path(server.local_model)
+            folder = localmodels.model_path(server.local_model)
             if not folder.is_dir():
                 raise ServerStartError(f"local model {server.local_model!r} is not built at {folder}; "
                                        f"run `mfpipe models prepare`")
@@ -252,24 +276,23 @@ _lock = threading.Lock()
 _started: dict[tuple[int, str], VllmServer] = {}
 
 
-def ensure_server(config: Any, stack: contextlib.ExitStack) -> Any:
-    """The config the workers get: unchanged when `llm.base_url` is set; else with the URL
+def ensure_server(llm: "LlmConfig", stack: contextlib.ExitStack) -> "LlmConfig":
+    """The LLM settings the workers get: unchanged when `base_url` is set; else with the URL
     of a server started now (or earlier in this run) and stopped when `stack` closes."""
-    if config.llm.base_url:
-        return config
-    key = (id(stack), config.llm.model_dump_json())
+    if llm.base_url:
+        return llm
+    key = (id(stack), llm.model_dump_json())
     with _lock:
         server = _started.get(key)
         if server is None or not server.running():
-            server = VllmServer.from_config(config.llm)
-            print(f"starting the vLLM server for {config.llm.model} on port {server.port} "
+            server = VllmServer.from_config(llm)
+            print(f"starting the vLLM server for {llm.model} on port {server.port} "
                   f"(log {server.log_path})", file=sys.stderr, flush=True)
             server.start()
             _started[key] = server
             stack.callback(_forget, key)
             stack.callback(server.stop)
-    llm = config.llm.model_copy(update={"base_url": server.base_url})
-    return config.model_copy(update={"llm": llm})
+    return llm.model_copy(update={"base_url": server.base_url})
 
 
 def _forget(key: tuple[int, str]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from . import facts as folder_facts
-from .export import CARD
 
 SKILL_TITLES = {
     "caption": "rich caption",
@@ -155,6 +154,9 @@ duckdb.sql("SELECT skill, count(*) FROM 'export/mf_skills/*.parquet' GROUP BY sk
 
 Training with the Audio Flamingo recipe: `mfpipe export --format af3-json OUT` writes the conversation JSON.
 """
+
+
+CARD = "README.md"
 
 
 def write_card(store, root: str, manifest: dict[str, Any]) -> str:

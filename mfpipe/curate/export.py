@@ -45,17 +45,35 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
-from ..schemas import PromptRef, Provenance, arrow_schema, utc_now
+from ..config import Section
+from ..schemas import Provenance, RunInfo, arrow_schema, utc_now
 from ..schemas.export import SkillsRow, ThinkRow
 from ..schemas.synthesize import SKILLS
 from ..songfacts import chord_changes, meter_text
+from ..store import OutputStore
+from .card import CARD
+
+class ExportSettings(Section):
+    """MF-Skills / MF-Think Parquet export, its dataset card, and the AF3 JSON export."""
+
+    shard_max_rows: int = Field(100_000, ge=1, description="Rows per Parquet shard.")
+    shard_max_mb: float = Field(256.0, gt=0, description="In-memory size per shard (the zstd file is smaller).")
+    allow_unfiltered: bool = Field(True, description="The filter stage has not run on the output: export the "
+                                   "synthesize items marked `unfiltered` (true) or refuse (false).")
+    keep_versions: int = Field(2, ge=1, description="Export versions kept under OUT/_exports: 1 = only the "
+                               "current one, 2 = also the one before (a reader still going through it is not cut "
+                               "off by a rerun).")
+    caption_prompt: str = Field("export_caption", description="The instruction a caption answers (prompts/).")
+    think_prompt: str = Field("export_think", description="AF3 JSON: what MF-Think questions add to ask for "
+                                                          "<think>/<answer>.")
+
 
 EXPORT = "export"
 VERSIONS = "_exports"
 POINTER = "current.json"
 MANIFEST = "manifest.json"
-CARD = "README.md"
 TABLES: dict[str, type] = {"mf_skills": SkillsRow, "mf_think": ThinkRow}
 # Stage outputs whose provenance every exported row carries, besides synthesize/filter/think.
 UPSTREAM = ("ingest", "mir", "caption", "lyrics")
@@ -306,20 +324,19 @@ def _write_table(store, directory: str, name: str, batches: Iterator[list[dict[s
     return writer.rows_written, [f.rsplit("/", 1)[-1] for f in writer.files]
 
 
-def export_provenance(run, prompt, settings: dict[str, Any]) -> dict[str, Any]:
+def export_provenance(run: RunInfo, prompt, settings: dict[str, Any]) -> dict[str, Any]:
     prov = Provenance(stage=EXPORT, mfpipe_version=run.mfpipe_version, code_rev=run.code_rev,
                       config_hash=run.config_hash, run_id=run.run_id, created_at=utc_now(),
-                      prompt=PromptRef(id=prompt.id, version=prompt.version, sha256=prompt.sha256),
+                      prompt=prompt.ref(),
                       settings=json.dumps(settings, sort_keys=True))
     return prov.model_dump(mode="python")
 
 
-def build(store, config, run, progress: Callable[[str, str, Any], None] = lambda *_: None) -> ExportResult:
+def build(store: OutputStore, cfg: ExportSettings, run: RunInfo,
+          progress: Callable[[str, str, Any], None] = lambda *_: None) -> ExportResult:
     """Write a complete export into a new version folder, then make it the current one."""
     from ..prompts import load_prompt
     from .card import write_card
-
-    cfg = config.export
     has_filter = store.has_output("filter")
     if not has_filter and not cfg.allow_unfiltered:
         raise ExportError("the filter stage has not run on this output and export.allow_unfiltered is false: "

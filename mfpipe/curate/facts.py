@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..pipeline.registry import CANONICAL
-from ..pipeline.store import REJECTS, RUNS
+from ..store import REJECTS, RUNS
 
 # Folders under OUT that are not stage outputs.
 NOT_STAGES = {REJECTS, RUNS, "export", "_exports"}

@@ -164,7 +164,7 @@ def _filter_drops(store, f: Filters) -> Table:
 
 def inspect(out: str, console: Console, *, skill: str | None = None, song: str | None = None,
             rejected: bool = False, samples: int = 3) -> None:
-    from ..pipeline.store import OutputStore
+    from ..store import OutputStore
 
     store = OutputStore(out)
     f = Filters(skill=skill, song=song, samples=samples)

@@ -336,7 +336,7 @@ def render(data: dict[str, Any], title: str) -> str:
 
 
 def write_report(output: str, dest: str | None = None) -> str:
-    from ..pipeline.store import OutputStore
+    from ..store import OutputStore
 
     store = OutputStore(output)
     page = render(gather(store), f"Corpus report: {Path(store.root).name}")

@@ -26,9 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..pipeline.config import (MirBeatsConfig, MirChordsConfig, MirConfig, MirKeyConfig,
-                               MirLoudnessConfig)
 from ..schemas import ToolVersion
+from .config import MirBeatsConfig, MirChordsConfig, MirKeyConfig, MirLoudnessConfig, MirSettings
 from .labels import spell_key
 
 # madmom's RNNs were trained on 44.1 kHz audio, Chordino and essentia's key profiles
@@ -353,7 +352,7 @@ _TOOLS: dict[str, Callable[[Any], Any]] = {
 class MirAnalyzer:
     """Loads the enabled tools once; `analyse` runs them all on one decoded array."""
 
-    def __init__(self, cfg: MirConfig):
+    def __init__(self, cfg: MirSettings):
         single_threaded()
         import essentia
 

@@ -1,10 +1,14 @@
-"""Key and chord label helpers: one spelling per pitch class, chord labels reduced to triads.
+"""Pitch-class and chord-label helpers, the one place mfpipe reads note and chord names.
 
 The MIR stage writes keys with the spelling of `schemas.mir.PITCH_CLASSES`; tools
-and people spell them other ways (A#, Db, Gb). Chord labels from Chordino carry
-extensions, inversions and slash basses ("Fmaj7", "C/E", "Am7b5"); comparing
-them with a reference (tests, the quality filter) is done on the root and the
-third, the usual "major/minor" reduction of chord-recognition evaluation.
+and people spell them other ways (A#, Db, Gb, "F sharp", "E-flat"). Chord labels
+from Chordino carry extensions, inversions and slash basses ("Fmaj7", "C/E",
+"Am7b5"); every comparison of chords (the MIR tests, the consistency checks of
+captions, the quality filter, MF-Think's step checks) is done on the root and
+the third, the usual major/minor reduction of chord-recognition evaluation:
+a diminished chord counts as minor, augmented and suspended ones as major. That
+is the lenient reading on purpose: Chordino itself often tells B minor from B
+diminished only by a faint fifth, and the checks flag only clear contradictions.
 """
 
 from __future__ import annotations
@@ -15,14 +19,19 @@ from ..schemas.mir import PITCH_CLASSES
 
 _NATURAL = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _ROOT = re.compile(r"^([A-G])([#b♯♭]*)")
+_WORD_ACCIDENTAL = re.compile(r"^([A-Ga-g])[- ]?(sharp|flat)\b", re.I)
 # Qualities whose third is minor; every other chord Chordino names has a major third
 # (or, for sus chords, none: they count as major, like most evaluations do).
 _MINOR_QUALITIES = ("m", "min", "dim", "m7b5", "hdim")
 
 
 def pitch_class(name: str) -> int | None:
-    """`"Eb"`, `"D#"`, `"e♭"` → 3; None for anything that is not a note name."""
-    match = _ROOT.match(name.strip()[:1].upper() + name.strip()[1:])
+    """`"Eb"`, `"D#"`, `"e♭"`, `"E-flat"`, `"D sharp"` → 3; None for anything that is not a note name."""
+    name = name.strip()
+    word = _WORD_ACCIDENTAL.match(name)
+    if word:
+        name = word.group(1) + ("#" if word.group(2).lower() == "sharp" else "b")
+    match = _ROOT.match(name[:1].upper() + name[1:])
     if not match:
         return None
     letter, accidentals = match.groups()

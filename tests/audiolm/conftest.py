@@ -26,7 +26,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_mf(models_dir) -> Path:
-    from mfpipe.backends.audiolm import prepare_tiny_music_flamingo
+    from mfpipe.localmodels.music_flamingo import prepare_tiny_music_flamingo
 
     return prepare_tiny_music_flamingo(models_dir)
 
@@ -40,7 +40,7 @@ def audiolm(tiny_mf):
 
 @pytest.fixture(scope="session")
 def tiny_nemo(tmp_path_factory) -> Path:
-    from mfpipe.backends.asr import build_tiny_parakeet
+    from mfpipe.localmodels.parakeet import build_tiny_parakeet
 
     return build_tiny_parakeet(tmp_path_factory.mktemp("nemo") / "parakeet-tdt-tiny.nemo")
 
@@ -108,7 +108,7 @@ def ingest_rows(cpu_config, run_info, songs):
     from mfpipe.schemas import Reject
     from mfpipe.stages.ingest import IngestStage
 
-    stage = IngestStage(cpu_config, run_info)
+    stage = IngestStage.from_config(cpu_config, run_info)
     stage.setup()
     rows = {}
     for name in ("ten", "seventy", "long"):

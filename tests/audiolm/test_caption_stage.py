@@ -12,7 +12,7 @@ from mfpipe.stages.caption import CaptionStage
 
 @pytest.fixture(scope="module")
 def caption_stage(cpu_config, run_info):
-    stage = CaptionStage(cpu_config, run_info)
+    stage = CaptionStage.from_config(cpu_config, run_info)
     stage.setup()
     return stage
 
@@ -60,8 +60,8 @@ def test_provenance_names_model_prompt_settings_and_the_noise(caption_stage, ing
 
 
 def test_banner_warns_about_random_weights(cpu_config):
-    (note,) = CaptionStage.banner_notes(cpu_config)
+    (note,) = CaptionStage.banner_notes(CaptionStage.settings_from(cpu_config))
     assert "RANDOM-WEIGHT" in note and "noise" in note
     production = cpu_config.model_copy(update={"caption": cpu_config.caption.model_copy(
         update={"model": "nvidia/music-flamingo-2601-hf"})})
-    assert CaptionStage.banner_notes(production) == []
+    assert CaptionStage.banner_notes(CaptionStage.settings_from(production)) == []

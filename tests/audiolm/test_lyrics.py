@@ -91,7 +91,7 @@ def test_lyrics_stage_with_tiny_nemo(tiny_nemo, cpu_config, run_info, ingest_row
 
     config = cpu_config.model_copy(update={"lyrics": cpu_config.lyrics.model_copy(
         update={"backend": "nemo", "model": str(tiny_nemo), "chunk_s": 20.0})})
-    stage = LyricsStage(config, run_info)
+    stage = LyricsStage.from_config(config, run_info)
     stage.setup()
     seventy, corrupt = stage.process_batch([ingest_rows["seventy"], ingest_rows["corrupt"]])
     assert isinstance(corrupt, Reject) and corrupt.song_id == "corrupt-song"

@@ -17,7 +17,7 @@ from helpers import run_mfpipe
 from mfpipe.pipeline import registry
 from mfpipe.pipeline.config import load_config
 from mfpipe.pipeline.inputs import bundled_examples
-from mfpipe.pipeline.store import COMMITTED, OutputStore
+from mfpipe.store import COMMITTED, OutputStore
 
 pytestmark = pytest.mark.slow
 

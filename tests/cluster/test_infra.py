@@ -12,7 +12,9 @@ import ray
 import yaml
 
 from mfpipe.pipeline import registry
-from mfpipe.pipeline.config import PipelineConfig, StageSection, load_config
+from mfpipe.pipeline import registry
+from mfpipe.pipeline.config import load_config
+from mfpipe.pipeline.stage import StageConfig
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -32,10 +34,9 @@ def _quantity(value) -> float:
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def _production_stages() -> dict[str, StageSection]:
+def _production_stages() -> dict[str, StageConfig]:
     cfg = load_config(overrides=["profile=production"])
-    sections = {name: cfg.stage_section(name) for name in PipelineConfig.model_fields}
-    return {name: s for name, s in sections.items() if s is not None}
+    return {name: cfg.stage_section(name) for name in registry.stages()}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def _groups(raycluster: dict) -> dict[str, dict]:
     return out
 
 
-def _fits(stage: str, section: StageSection, nodes: dict[str, dict]) -> None:
+def _fits(stage: str, section: StageConfig, nodes: dict[str, dict]) -> None:
     res = section.resources
     if res.gpus > 0:
         hosts = [n for n, r in nodes.items() if r["GPU"] >= res.gpus and r["CPU"] >= res.cpus]

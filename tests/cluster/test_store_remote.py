@@ -11,7 +11,7 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from mfpipe.pipeline.store import COMMITTED, OutputStore
+from mfpipe.store import COMMITTED, OutputStore
 
 SCHEMA = pa.schema([("song_id", pa.string()), ("x", pa.int64())])
 

@@ -15,7 +15,7 @@ import pytest
 from mfpipe.curate import export as corpus
 from mfpipe.pipeline.config import load_config
 from mfpipe.pipeline.stage import RunInfo
-from mfpipe.pipeline.store import OutputStore
+from mfpipe.store import OutputStore
 from mfpipe.schemas import arrow_schema
 from mfpipe.schemas.export import SkillsRow, ThinkRow
 
@@ -37,7 +37,7 @@ def _manifest(out: Path) -> dict:
 
 def _build(out: Path, run_id: str, *sets: str):
     cfg = load_config(None, ["profile=cpu", *sets])
-    return corpus.build(OutputStore(out), cfg, RunInfo(run_id=run_id, config_hash=cfg.content_hash()))
+    return corpus.build(OutputStore(out), cfg.export, RunInfo(run_id=run_id, config_hash=cfg.content_hash()))
 
 
 # ------------------------------------------------------------------ content

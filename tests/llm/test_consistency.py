@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 
 from mfpipe.consistency import (
-    Tolerance,
+    ConsistencyConfig,
     check_answer,
     check_metadata,
     check_song,
     check_text,
     chords_in_text,
-    parse_chord,
     parse_key,
 )
+from mfpipe.mir.labels import chord_triad
 
 # Facts as the mir stage writes them (two example songs of examples/truth.json).
 POP = {"bpm": 120.0, "meter": 4, "key": "C", "mode": "major",
@@ -82,10 +82,10 @@ def test_several_contradictions_in_one_caption_are_all_caught():
 def test_tolerances_come_from_config():
     text = "It runs at 125 BPM."
     assert check_text(text, POP, "caption")  # 5 BPM off: more than 4 % of 120
-    assert not check_text(text, POP, "caption", Tolerance(bpm_pct=5.0))
+    assert not check_text(text, POP, "caption", ConsistencyConfig(bpm_tolerance_pct=5.0))
     marked = "A half-time feel at 60 BPM."
     assert not check_text(marked, POP, "caption")
-    assert check_text(marked, POP, "caption", Tolerance(allow_half_double_time=False))
+    assert check_text(marked, POP, "caption", ConsistencyConfig(allow_half_double_time=False))
 
 
 def test_metadata_fields_are_checked():
@@ -117,8 +117,8 @@ def test_parsers():
     assert parse_key("F# minor") == (6, "minor")
     assert parse_key("Gb minor") == (6, "minor")
     assert parse_key("E-flat major") == (3, "major")
-    assert parse_chord("Am7") == (9, "min")
-    assert parse_chord("G/B") == (7, "maj")
-    assert parse_chord("Bbmaj7") == (10, "maj")
-    assert parse_chord("N") is None
+    assert chord_triad("Am7") == (9, "min")
+    assert chord_triad("G/B") == (7, "maj")
+    assert chord_triad("Bbmaj7") == (10, "maj")
+    assert chord_triad("N") is None
     assert chords_in_text("C–G–Am–F and a Dm7") == ["C", "G", "Am", "F", "Dm7"]

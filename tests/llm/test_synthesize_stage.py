@@ -21,7 +21,7 @@ BY_FILE = {song["file"]: song for song in TRUTH}
 
 
 def make_stage(*overrides: str, url: str = "http://127.0.0.1:9/v1") -> SynthesizeStage:
-    stage = SynthesizeStage(cpu_config(f"llm.base_url={url}", *overrides), RunInfo("test-run", "test-hash"))
+    stage = SynthesizeStage.from_config(cpu_config(f"llm.base_url={url}", *overrides), RunInfo("test-run", "test-hash"))
     stage.setup()
     return stage
 

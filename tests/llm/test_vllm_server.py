@@ -42,7 +42,7 @@ def test_a_local_model_that_is_not_built_is_a_clear_error(monkeypatch, tmp_path)
 def test_a_configured_base_url_starts_nothing():
     config = cpu_config("llm.base_url=http://example.invalid:8000/v1")
     with contextlib.ExitStack() as stack:
-        assert ensure_server(config, stack) is config
+        assert ensure_server(config.llm, stack) is config.llm
 
 
 def test_the_command_serves_the_model_under_its_configured_name(monkeypatch, tmp_path):

@@ -8,12 +8,12 @@ import soundfile as sf
 from mfpipe.audio import load_mono
 from mfpipe.mir import SAMPLE_RATE, MirAnalyzer
 from mfpipe.mir.synth import TEST_SONGS, render
-from mfpipe.pipeline.config import MirConfig
+from mfpipe.mir.config import MirSettings
 
 
 @pytest.fixture(scope="session")
 def analyzer() -> MirAnalyzer:
-    return MirAnalyzer(MirConfig())
+    return MirAnalyzer(MirSettings())
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,7 @@ def test_disabled_tools_are_not_loaded():
 @pytest.fixture(scope="module")
 def stage():
     config = load_config(overrides=["profile=cpu"])
-    stage = MirStage(config, RunInfo(run_id="test", config_hash=config.content_hash()))
+    stage = MirStage.from_config(config, RunInfo(run_id="test", config_hash=config.content_hash()))
     stage.setup()
     return stage
 
@@ -101,7 +101,7 @@ def test_long_songs_are_decoded_in_segments_like_one_pass(analyzer):
     from mfpipe.mir.analysis import BeatTracker
     from mfpipe.mir.evaluate import matched_fraction
     from mfpipe.mir.synth import SongSpec
-    from mfpipe.pipeline.config import MirBeatsConfig
+    from mfpipe.mir.config import MirBeatsConfig
 
     song = render(SongSpec(126, 4, "E", "minor", ["Em", "C", "D", "B7"], bars=50, seed=9))  # 96 s
     tracker = analyzer.tools["beats"]

@@ -50,8 +50,8 @@ def synth_row(song: dict) -> dict:
 @pytest.fixture(scope="session")
 def tiny_audio_lm() -> str:
     """The cpu profile's tiny random-weight Music Flamingo (built once; a no-op when it exists)."""
-    from mfpipe.backends.audiolm import prepare_tiny_music_flamingo
-    from mfpipe.pipeline.models import models_dir
+    from mfpipe.localmodels.music_flamingo import prepare_tiny_music_flamingo
+    from mfpipe.localmodels import models_dir
 
     return str(prepare_tiny_music_flamingo(models_dir()))
 
@@ -65,7 +65,7 @@ def ingest_rows() -> dict[str, dict]:
     """Ingest's rows for the example songs (the real ingest stage measures them)."""
     from mfpipe.stages.ingest import IngestStage
 
-    stage = IngestStage(config(), RunInfo("test-think", "ingest"))
+    stage = IngestStage.from_config(config(), RunInfo("test-think", "ingest"))
     stage.setup()
     rows = {}
     for name in TRUTH:
@@ -85,7 +85,7 @@ def song_rows(ingest_rows) -> dict[str, dict]:
 def filter_stage(tiny_audio_lm):
     from mfpipe.stages.filter import FilterStage
 
-    stage = FilterStage(config(), RunInfo("test-think", "filter"))
+    stage = FilterStage.from_config(config(), RunInfo("test-think", "filter"))
     stage.setup()
     return stage
 
@@ -94,7 +94,7 @@ def filter_stage(tiny_audio_lm):
 def think_stage(tiny_audio_lm, llm_server):
     from mfpipe.stages.think import ThinkStage
 
-    stage = ThinkStage(config(f"llm.base_url={llm_server.base_url}"),
+    stage = ThinkStage.from_config(config(f"llm.base_url={llm_server.base_url}"),
                        RunInfo("test-think", "think"))
     stage.setup()
     yield stage

@@ -68,7 +68,7 @@ def test_multiple_choice_items_are_answered_by_the_audio_lm(judged, song_rows):
 
 
 def test_without_keep_unjudged_only_confirmed_items_survive(tiny_audio_lm, song_rows):
-    stage = FilterStage(config("filter.keep_unjudged=false", "filter.drop_on_mir_flags=false"),
+    stage = FilterStage.from_config(config("filter.keep_unjudged=false", "filter.drop_on_mir_flags=false"),
                         RunInfo("test-think", "strict"))
     stage.setup()
     (record,) = stage.process_batch([song_rows[HARBOR]])

@@ -47,7 +47,7 @@ def settle(stage: ThinkStage, row: dict, drafts: list[tuple[Item, list[str], str
         song.jobs.append(job)
         songs[n] = song
         jobs.append(job)
-    stage.loop.run_until_complete(stage.settle(songs, jobs))
+    stage.session.run(stage.settle(songs, jobs))
     return [(job, songs[n], stage.results(songs[n])) for n, job in enumerate(jobs)]
 
 
@@ -124,7 +124,7 @@ class ScriptedFixes(ThinkStage):
 
 @pytest.fixture(scope="module")
 def scripted(tiny_audio_lm):
-    stage = ScriptedFixes(config("llm.base_url=http://127.0.0.1:9/v1", "think.rewrite_budget=2"),
+    stage = ScriptedFixes.from_config(config("llm.base_url=http://127.0.0.1:9/v1", "think.rewrite_budget=2"),
                           RunInfo("test-think", "scripted"))
     stage.setup()
     yield stage
@@ -182,8 +182,7 @@ def test_selection_takes_kept_items_the_audio_lm_got_wrong_first_then_hard_skill
     judged = [{"index": i, "keep": i != 3, "audio_lm_correct": {0: False, 3: False, 4: True}.get(i)}
               for i in range(len(qa))]
     row = {"synthesize": {"qa": qa}, "filter": {"qa": judged}}
-    stage = ThinkStage(config("think.max_chains_per_song=10"), RunInfo("t", "t"))
-    stage.cfg = stage.config.think
+    stage = ThinkStage.from_config(config("think.max_chains_per_song=10"), RunInfo("t", "t"))
     picked = stage.select(row)
     # 0: audio-LM wrong (3 too, but the filter dropped it); then hard skills, skills taking turns
     assert [p.index for p in picked] == [0, 1, 5, 2]

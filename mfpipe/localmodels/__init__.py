@@ -1,9 +1,13 @@
-"""Local models for the cpu profile: built once by `mfpipe models prepare`, never downloaded.
+"""Local models: built once by `mfpipe models prepare`, never downloaded.
 
-Backends register a builder with `@preparer(name, profiles=("cpu",))`. A builder
-gets the models folder and returns the path it made (and must skip work that is
-already done). The folder is `$MFPIPE_MODELS`, else `.cache/models` under the
-current directory's project root.
+The cpu profile's stand-ins (tiny random-weight Music Flamingo and Parakeet, the
+scripted judges the gate tests use) and the packaged real weights it serves
+(SmolLM2) are made here, apart from the production backends that load them.
+Each module of this package registers its builders with
+`@preparer(name, profiles=("cpu",))`. A builder gets the models folder and
+returns the path it made (and must skip work that is already done). The folder
+is `$MFPIPE_MODELS`, else `.cache/models` under the project root (an editable
+install), else under the current directory.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 Builder = Callable[[Path], Path]
+# Beside or inside a built model: what it is, e.g. {"random_weights": true} (read by backends.refs).
+MARKER = "mfpipe-model.json"
 
 
 @dataclass(frozen=True)
@@ -39,9 +45,8 @@ def preparer(name: str, *, profiles: tuple[str, ...] = ("cpu",), about: str = ""
 
 
 def preparers() -> dict[str, Preparer]:
-    package = importlib.import_module("mfpipe.backends")
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"mfpipe.backends.{info.name}")
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
     return dict(_PREPARERS)
 
 
@@ -50,7 +55,7 @@ def models_dir() -> Path:
     if env:
         return Path(env).expanduser().resolve()
     # The project checkout when installed editable; else the current directory.
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     root = here if (here / "pyproject.toml").is_file() else Path.cwd()
     return root / ".cache" / "models"
 

