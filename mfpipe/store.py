@@ -31,18 +31,23 @@ import fnmatch
 import io
 import json
 import os
+import socket
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 REJECTS = "rejects"
+RESOLVED = "_resolved"  # OUT/rejects/<stage>/_resolved/: rejects a later run made good (or superseded)
 RUNS = "_runs"
+LEASE = "_lease.json"  # object stores: which run writes this output folder, until when
 TMP_PREFIX = ".tmp-"
 COMMITTED = "_committed"  # object stores: one commit record per shard, in each shard folder
 SHARD_GLOB = "part-*.parquet"
@@ -61,8 +66,10 @@ class ShardWriter:
     """
 
     def __init__(self, store: "OutputStore", directory: str, schema: pa.Schema, run_id: str,
-                 max_rows: int, max_bytes: int, flush_seconds: float):
+                 max_rows: int, max_bytes: int, flush_seconds: float,
+                 on_commit: Callable[[str, pa.Table], None] | None = None):
         self.store = store
+        self.on_commit = on_commit  # called with (shard path, its rows) once the shard is committed
         self.directory = directory
         self.schema = schema
         self.run_id = run_id
@@ -111,6 +118,8 @@ class ShardWriter:
         self.files.append(final)
         self.rows_written += table.num_rows
         self._buffer, self._rows, self._bytes, self._since = [], 0, 0, None
+        if self.on_commit is not None:
+            self.on_commit(final, table)
 
     def close(self) -> None:
         self.flush()
@@ -198,16 +207,21 @@ class OutputStore:
         for f in files:
             t = pq.read_table(f, columns=cols, filesystem=self.fs)
             if where:
-                mask = pa.compute.equal(t[where[0]].fill_null(False), where[1])
+                mask = pc.equal(t[where[0]].fill_null(False), where[1])
                 t = t.filter(mask)
             out.update(v for v in t[column].to_pylist() if v is not None)
         return out
 
     # ------------------------------------------------------------ writing
+    def read_shard(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(path, columns=columns, filesystem=self.fs)
+
     def writer(self, directory: str, schema: pa.Schema, run_id: str, *, max_rows: int,
-               max_mb: float, flush_seconds: float) -> ShardWriter:
+               max_mb: float, flush_seconds: float,
+               on_commit: Callable[[str, pa.Table], None] | None = None) -> ShardWriter:
         self.fs.makedirs(directory, exist_ok=True)
-        return ShardWriter(self, directory, schema, run_id, max_rows, int(max_mb * 2**20), flush_seconds)
+        return ShardWriter(self, directory, schema, run_id, max_rows, int(max_mb * 2**20), flush_seconds,
+                           on_commit)
 
     def write_table_atomic(self, directory: str, name: str, table: pa.Table) -> str:
         final = f"{directory}/{name}"
@@ -261,8 +275,16 @@ class OutputStore:
             dirs.add(parent)
         return sorted(dirs)
 
+    def remove_shard(self, path: str) -> None:
+        """Take one shard out of its dataset (object stores: its commit record first)."""
+        if not self.local:
+            directory, _, name = path.rpartition("/")
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(f"{directory}/{COMMITTED}/{name}.json")
+        self.fs.rm(path)
+
     def clear(self, stage: str) -> None:
-        for directory in (self.stage_dir(stage), self.rejects_dir(stage)):
+        for directory in (self.stage_dir(stage), self.rejects_dir(stage), f"{self.rejects_dir(stage)}/{RESOLVED}"):
             if self.local:
                 for path in self.shards(directory):
                     self.fs.rm(path)
@@ -288,12 +310,60 @@ class OutputStore:
                 out.append(json.load(fh))
         return out
 
+    # ------------------------------------------------------------ rejects made good
+    def resolve_rejects(self, stage: str, key: str, run_id: str) -> int:
+        """Move the rejects a later result made good out of the open rejects.
+
+        A retryable reject is resolved when its unit (`key`: song_id, or source for ingest) now
+        has a record in the stage, or a newer reject of the same stage (the retry failed again:
+        only the newest one stays open). Non-retryable rejects are facts about the input and stay
+        (think's dropped chains live beside the song's record). Resolved rows go to
+        `rejects/<stage>/_resolved/` with `resolved_by` and `resolution`; the shards that held
+        them are rewritten without them (new shard first, then the old one removed).
+        Returns how many rejects were resolved."""
+        directory = self.rejects_dir(stage)
+        files = self.shards(directory)
+        if not files:
+            return 0
+        done = self.keys(self.stage_dir(stage), key)
+        tables = {f: self.read_shard(f) for f in files}
+        newest: dict[str, Any] = {}
+        for table in tables.values():
+            for unit, created in zip(table[key].to_pylist(), table["created_at"].to_pylist()):
+                if unit is not None and (unit not in newest or created > newest[unit]):
+                    newest[unit] = created
+        moved: list[pa.Table] = []
+        for seq, (path, table) in enumerate(tables.items()):
+            units, created, retry = (table[c].to_pylist() for c in (key, "created_at", "retryable"))
+            why = [None if not r or u is None else "succeeded" if u in done else
+                   "superseded" if c < newest[u] else None for u, c, r in zip(units, created, retry)]
+            if not any(why):
+                continue
+            keep = pa.array([w is None for w in why])
+            gone = table.filter(pc.invert(keep))
+            moved.append(gone.append_column("resolution", pa.array([w for w in why if w], pa.string()))
+                         .append_column("resolved_by", pa.array([run_id] * gone.num_rows, pa.string())))
+            rest = table.filter(keep)
+            if rest.num_rows:
+                self.write_table_atomic(directory, f"part-{run_id}-resolved-{seq:05d}.parquet", rest)
+            self.remove_shard(path)
+        if moved:
+            table = pa.concat_tables(moved, promote_options="default")
+            self.fs.makedirs(f"{directory}/{RESOLVED}", exist_ok=True)
+            self.write_table_atomic(f"{directory}/{RESOLVED}", f"part-{run_id}-{uuid.uuid4().hex[:6]}.parquet",
+                                    table)
+            return table.num_rows
+        return 0
+
+    # ------------------------------------------------------------ one writer at a time
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """One writer per output folder (local folders; object stores are not locked: run one
-        writer per remote output at a time)."""
+    def lock(self, run_id: str = "", lease_s: float = 120.0) -> Iterator[None]:
+        """One writer per output folder: a file lock on local folders, a lease object on object
+        stores (`_lease.json`: owner and expiry, renewed while the run lives; a run killed without
+        releasing it blocks the folder until the lease expires)."""
         if not self.local:
-            yield
+            with self._lease(run_id, lease_s):
+                yield
             return
         path = Path(self.root) / ".mfpipe.lock"
         with open(path, "w") as fh:
@@ -305,3 +375,48 @@ class OutputStore:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _lease(self, run_id: str, lease_s: float) -> Iterator[None]:
+        path = self.join(LEASE)
+        me = {"run_id": run_id or uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+              "token": uuid.uuid4().hex}
+        held = self._read_lease(path)
+        if held and held.get("token") != me["token"] and held.get("expires_at", 0) > time.time():
+            left = held["expires_at"] - time.time()
+            raise OutputLockedError(
+                f"another mfpipe run is writing to {self.url} (run {held.get('run_id')} on {held.get('host')}, "
+                f"pid {held.get('pid')}; its lease runs {left:.0f} s more and is renewed while it lives). If "
+                f"that run was killed, wait for the lease to expire or remove {self.uri(path)}")
+
+        def renew() -> None:
+            self.fs.pipe_file(path, json.dumps({**me, "expires_at": time.time() + lease_s}).encode())
+
+        renew()
+        time.sleep(min(1.0, lease_s / 10))  # two runs that started together: the last write wins
+        if (self._read_lease(path) or {}).get("token") != me["token"]:
+            raise OutputLockedError(f"another mfpipe run took the lease on {self.url} at the same moment")
+        stop = threading.Event()
+
+        def keep() -> None:
+            while not stop.wait(lease_s / 3):
+                with contextlib.suppress(Exception):  # a missed renewal is retried; the lease has slack
+                    renew()
+
+        keeper = threading.Thread(target=keep, name="mfpipe-lease", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join(timeout=5)
+            if (self._read_lease(path) or {}).get("token") == me["token"]:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(path)
+
+    def _read_lease(self, path: str) -> dict[str, Any] | None:
+        self.fs.invalidate_cache(self.root)
+        try:
+            return json.loads(self.fs.cat_file(path))
+        except (FileNotFoundError, ValueError):
+            return None

@@ -13,9 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import registry
-from .config import ConfigError, PipelineConfig, load_config
+from .config import ConfigError, PipelineConfig, gpu_present, load_config
 from .inputs import InputError, discover
-from .ray_runtime import AuthTokenError, ClusterConnectError, ResourceUnavailableError, cluster_address
+from .plan import PlanError
+from .ray_runtime import AuthTokenError, ClusterConnectError, cluster_address
 from .runner import RunResult, Runner, StageSummary
 from ..store import OutputLockedError
 
@@ -41,12 +42,49 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load(config: Optional[str], sets: Optional[list[str]]) -> PipelineConfig:
+ProfileOpt = typer.Option(None, "--profile", "-p",
+                          help="auto (production when the machine, or the Ray cluster given with --ray-address, "
+                               "has GPUs), cpu or production. Wins over `profile` in --config / --set.")
+
+
+def _load(config: Optional[str], sets: Optional[list[str]], profile: Optional[str] = None,
+          ray_address: Optional[str] = None) -> tuple[PipelineConfig, str]:
+    """The resolved config and why its profile is what it is."""
+    if profile is not None and profile not in ("auto", "cpu", "production"):
+        _fail(f"--profile must be auto, cpu or production, got {profile!r}")
+    why: list[str] = []
+
+    def detect() -> bool:
+        address = ray_address or os.environ.get("RAY_ADDRESS", "").strip()
+        if address and not address.startswith(("http://", "https://")):
+            gpus = _cluster_gpus(address)
+            why.append(f"auto: the Ray cluster at {address} has {gpus:g} GPU(s)")
+            return gpus > 0
+        found = gpu_present()
+        why.append("auto: an NVIDIA GPU is visible here" if found else "auto: no NVIDIA GPU visible here")
+        return found
+
+    overrides = [*(sets or []), *([f"profile={profile}"] if profile else [])]
     try:
-        return load_config(config, sets or [])
+        cfg = load_config(config, overrides, detect_gpu=detect)
     except ConfigError as exc:
         _fail(str(exc))
         raise  # unreachable; keeps type checkers calm
+    return cfg, why[0] if why else "as configured"
+
+
+def _cluster_gpus(address: str) -> float:
+    """GPUs of the cluster a run will join (the connection is kept for the run)."""
+    from .config import RunConfig
+    from .ray_runtime import init_ray
+
+    try:
+        init_ray(RunConfig(), address=address)
+    except (ClusterConnectError, AuthTokenError) as exc:
+        _fail(str(exc))
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
 
 
 @app.command()
@@ -58,42 +96,68 @@ def run(
     output: str = typer.Option("./mfpipe-out", "--output", "-o", help="Output folder or fsspec URL."),
     config: Optional[str] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
+    profile: Optional[str] = ProfileOpt,
     ray_address: Optional[str] = typer.Option(None, "--ray-address",
                                               help="Join this Ray cluster instead of starting a local one."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N inputs (N songs per stage)."),
-    force: bool = typer.Option(False, "--force", help="Redo the stages' work: clear their outputs first."),
+    force: bool = typer.Option(False, "--force", help="Redo the named stage (all of them with --stage all): "
+                                                      "clear its outputs and rejects first. Upstream work stays."),
+    force_upstream: bool = typer.Option(False, "--force-upstream",
+                                        help="Redo the named stage AND every stage it requires (says what it "
+                                             "deletes first)."),
 ) -> None:
     """Run one stage (and the stages it requires) or the whole pipeline."""
-    cfg = _load(config, set_)
+    cfg, why = _load(config, set_, profile, ray_address or None)
     try:
         stages = registry.plan(stage)
         discovery = discover(input, cfg.ingest.extensions) if "ingest" in stages else None
     except (registry.StageError, InputError) as exc:
         _fail(str(exc))
         return
-    _banner(cfg, stages, discovery, output)
+    _banner(cfg, why, stages, discovery, output)
     joining = cluster_address(cfg.run, ray_address)
     console.print(f"  ray: {'cluster ' + joining if joining else 'local (a fresh instance)'}")
-    runner = Runner(cfg, output, limit=limit, force=force, ray_address=ray_address or cfg.run.ray_address,
+    cleared = _forced(stage, stages, force, force_upstream, output)
+    runner = Runner(cfg, output, limit=limit, force=cleared, ray_address=ray_address or cfg.run.ray_address,
                     progress=None)
     try:
         result = _execute_with_progress(runner, stages, discovery)
-    except (OutputLockedError, ResourceUnavailableError, ClusterConnectError, AuthTokenError) as exc:
+    except (OutputLockedError, PlanError, ClusterConnectError, AuthTokenError) as exc:
         _fail(str(exc))
         return
     finally:
         runner.close()
     _print_summary(result)
+    if result.interrupted:
+        console.print("[yellow]interrupted: finished work is committed; run the same command again to "
+                      "resume[/]")
+        raise typer.Exit(result.interrupted)
     if not result.ok:
         raise typer.Exit(1)
 
 
-def _banner(cfg: PipelineConfig, stages: list[str], discovery: Any, output: str) -> None:
-    console.print(f"[bold]mfpipe[/] profile [cyan]{cfg.profile}[/] · stages {' → '.join(stages)}")
+def _forced(stage: str, stages: list[str], force: bool, force_upstream: bool, output: str) -> list[str]:
+    """The stages whose outputs a run clears: the named one (`--force`), or it and its upstream."""
+    if not (force or force_upstream):
+        return []
+    cleared = stages if (force_upstream or stage == "all") else [stage]
+    if force_upstream:
+        from ..store import OutputStore
+
+        store = OutputStore(output)
+        for name in cleared:
+            rows = store.count_rows(store.shards(store.stage_dir(name)))
+            rejects = store.count_rows(store.shards(store.rejects_dir(name)))
+            console.print(f"  --force-upstream deletes {name}: {rows} row(s), {rejects} reject(s)")
+    return cleared
+
+
+def _banner(cfg: PipelineConfig, why: str, stages: list[str], discovery: Any, output: str) -> None:
+    console.print(f"[bold]mfpipe[/] profile [cyan]{cfg.profile}[/] ({why}) · stages {' → '.join(stages)}")
     if discovery is not None:
         extra = f" ({len(discovery.ignored)} non-audio files ignored)" if discovery.ignored else ""
         console.print(f"  input: {len(discovery.sources)} file(s){extra}")
-    console.print(f"  output: {output} · config hash {cfg.content_hash()}")
+    console.print(f"  output: {output} · config hash {cfg.content_hash()} · schedule {cfg.run.schedule}")
     known = registry.stages()
     for name in stages:
         for line in known[name].banner_notes(known[name].settings_from(cfg)):
@@ -101,26 +165,33 @@ def _banner(cfg: PipelineConfig, stages: list[str], discovery: Any, output: str)
 
 
 def _execute_with_progress(runner: Runner, stages: list[str], discovery: Any) -> RunResult:
+    """Every stage's bar at once: songs done, queued, waiting for upstream, and the stage's state."""
     progress = Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console,
                         transient=False, disable=not console.is_terminal and os.environ.get("MFPIPE_PROGRESS") != "1")
     tasks = {name: progress.add_task(name, total=None, note="waiting", start=False) for name in stages}
 
     def on_event(stage: str, event: str, value: Any) -> None:
+        if event == "plan":
+            for line in value:
+                console.print(f"  {line}")
+            return
         task = tasks.get(stage)
         if task is None:
             return
         if event == "start":
             progress.start_task(task)
-            progress.update(task, total=value or 0, note="")
-        elif event == "advance":
-            progress.advance(task, value)
+            progress.update(task, note="")
+        elif event == "update":
+            total = value["done"] + value["queued"] + value["busy"]
+            note = f"{value['state']}, {value['queued']} queued, {value['waiting']} waiting for upstream"
+            progress.update(task, total=max(total, 1), completed=value["done"], note=note)
         elif event in ("done", "failed"):
             summary: StageSummary = value
             note = f"[red]{summary.error}[/]" if summary.error else (
-                f"{summary.rows_out} out, {summary.rejected} rejected, {summary.skipped} already done")
-            progress.update(task, note=note, total=summary.rows_in or 1,
-                            completed=summary.rows_in or 1)
+                f"{summary.rows_out} out, {summary.rejected} rejected, {summary.skipped} already done"
+                + (f", {summary.pending} pending" if summary.pending else ""))
+            progress.update(task, note=note, total=summary.rows_in or 1, completed=summary.rows_in or 1)
             if not console.is_terminal:
                 console.print(f"{stage}: {note}")
 
@@ -131,10 +202,10 @@ def _execute_with_progress(runner: Runner, stages: list[str], discovery: Any) ->
 
 def _print_summary(result: RunResult) -> None:
     table = Table(title=f"run {result.run_id} → {result.output}")
-    for col in ("stage", "rows in", "rows out", "rejected", "already done", "seconds"):
+    for col in ("stage", "rows in", "rows out", "rejected", "already done", "pending", "seconds"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in result.stages:
-        table.add_row(s.stage, str(s.rows_in), str(s.rows_out), str(s.rejected), str(s.skipped),
+        table.add_row(s.stage, str(s.rows_in), str(s.rows_out), str(s.rejected), str(s.skipped), str(s.pending),
                       f"{s.seconds:.1f}")
     out.print(table)
     for s in result.stages:
@@ -160,12 +231,13 @@ def list_stages() -> None:
 
 @config_app.command("show")
 def config_show(config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+                profile: Optional[str] = ProfileOpt,
                 docs: bool = typer.Option(False, "--docs", help="Each field's description as a comment above it.")
                 ) -> None:
     """Print the resolved config (defaults < profile < file < --set) as YAML."""
-    cfg = _load(config, set_)
+    cfg, why = _load(config, set_, profile)
     sys.stdout.write(cfg.to_yaml_with_docs() if docs else cfg.to_yaml())
-    console.print(f"# config hash {cfg.content_hash()}")
+    console.print(f"# profile {cfg.profile} ({why}) · config hash {cfg.content_hash()}")
 
 
 @models_app.command("prepare")
@@ -254,7 +326,7 @@ def export_cmd(
             _fail("--sound-prefix expects OLD=NEW")
         old, new = sound_prefix.split("=", 1)
         prefix = (old, new)
-    cfg = _load(config, set_)
+    cfg, _ = _load(config, set_)
     store = OutputStore(output)
     if not store.has_output("synthesize") and corpus.current_root(store) is None:
         _fail(f"{output} has no synthesize output to export (run `mfpipe run --stage synthesize` first)")
@@ -320,20 +392,25 @@ def submit(
     follow: bool = typer.Option(False, "--follow", "-f",
                                 help="Stream the job's logs; exit with its result (0: succeeded)."),
     job_id: Optional[str] = typer.Option(None, "--job-id", help="Submission id (default: mfpipe-<time>-<hex>)."),
+    profile: Optional[str] = ProfileOpt,
+    llm: str = typer.Option("service", "--llm", help="service: llm.base_url (when unset) is the vLLM Service of "
+                            "infra/vllm; start: the job starts a vLLM server in the cluster; or a URL."),
 ) -> None:
     """Run `mfpipe run` on a Ray cluster as a Ray job; prints the job id.
 
-    The config is resolved here (profile auto means production) and travels with the job; the cluster's nodes run their own mfpipe install. Inputs and outputs must be URLs (s3://, gs://) or absolute paths that every node sees.
+    The config is resolved here (profile auto: production when the cluster has GPUs) and travels with the job; the cluster's nodes run their own mfpipe install. Inputs and outputs must be URLs (s3://, gs://) or absolute paths that every node sees.
     """
     from .submit import Jobs, prepare
 
     with _job_errors():
-        submission = prepare(list(run_args or []), config, job_id)
+        submission = prepare(list(run_args or []), config, job_id, profile=profile, address=address, llm=llm)
         jobs = Jobs(address)
         submitted = jobs.submit(submission)
     out.print(submitted)
     console.print(f"submitted to {jobs.url} · profile {submission.config.profile} · "
                   f"config hash {submission.config.content_hash()}")
+    for note in submission.notes:
+        console.print(f"  {note}")
     if not follow:
         console.print(f"follow it with: mfpipe jobs logs --follow {submitted}")
         return

@@ -38,15 +38,28 @@ class RunConfig(Section):
 
     shard_max_rows: int = Field(2000, ge=1, description="Rows per output shard.")
     shard_max_mb: float = Field(128.0, gt=0, description="In-memory size per output shard (the file is smaller).")
-    flush_seconds: float = Field(60.0, gt=0, description="Flush a partial shard after this long, so a killed run "
-                                                         "loses at most this much finished work.")
+    flush_seconds: float = Field(30.0, gt=0, description="Flush a partial shard after this long: a killed run loses "
+                                 "at most this much finished work, and downstream stages see finished songs this "
+                                 "soon.")
     ray_address: str | None = Field(None, description="Ray cluster to join (e.g. HEAD:6379); None: RAY_ADDRESS, "
                                                       "else a fresh local instance.")
     num_cpus: int | None = Field(None, ge=1, description="Local Ray only: CPUs it may use; None: all cores.")
     object_store_mb: int | None = Field(None, ge=64, description="Local Ray only: object store size.")
     dashboard: bool = Field(False, description="Local Ray only: start the dashboard (bound to 127.0.0.1).")
-    driver_join_max_rows: int = Field(500_000, ge=0, description="Upstream outputs up to this many rows are joined "
-                                      "on the driver; larger ones with Ray Data's distributed hash join.")
+    num_gpus: int | None = Field(None, ge=0, description="Local Ray only: GPUs to declare; None: the GPUs this "
+                                 "machine has. (Tests declare GPUs a CPU box lacks to check the GPU plan.)")
+    schedule: Literal["stream", "barrier"] = Field("stream", description="stream: every stage of a phase runs at "
+                                                   "once and takes songs as its upstream stages commit them; "
+                                                   "barrier: a stage starts when its upstream stages have finished.")
+    drain_seconds: float = Field(20.0, ge=0, description="After a first SIGINT / SIGTERM, how long running batches "
+                                 "may take to finish before the run stops (under Kubernetes' 30 s grace).")
+    outage_max_wait_s: float = Field(600.0, ge=0, description="A shared service (the LLM server) that fails for "
+                                     "every song pauses the stage; it fails (songs pending, never rejected) when "
+                                     "the service is not back within this many seconds.")
+    outage_song_strikes: int = Field(3, ge=1, description="A song that fails this many times while the service "
+                                     "itself answers is the song's own problem: it becomes a (retryable) reject.")
+    lease_seconds: float = Field(120.0, gt=5, description="Object stores: the output folder's lease runs this long "
+                                 "and is renewed while the run lives; a killed run's lease blocks it until then.")
     fail_fast_on_resources: bool = Field(True, description="Fail at once when the cluster lacks what a stage "
                                          "declares (Ray would wait forever); turn off on autoscaling clusters "
                                          "whose GPU nodes appear on demand.")

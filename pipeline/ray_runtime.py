@@ -7,11 +7,6 @@ import os
 from typing import Any
 
 from .config import RunConfig
-from .stage import Resources
-
-
-class ResourceUnavailableError(RuntimeError):
-    """A stage asks for resources no node of the cluster has (Ray would wait forever)."""
 
 
 class ClusterConnectError(RuntimeError):
@@ -100,6 +95,7 @@ def init_ray(run: RunConfig, *, address: str | None = None) -> None:
             # running on this machine (a bare ray.init() would join the latest one).
             address="local",
             num_cpus=run.num_cpus,
+            num_gpus=run.num_gpus,
             object_store_memory=run.object_store_mb * 2**20 if run.object_store_mb else None,
             include_dashboard=run.dashboard,
             dashboard_host="127.0.0.1",
@@ -135,9 +131,11 @@ def cluster_capacity() -> dict[str, float]:
     import ray
 
     largest = {"CPU": 0.0, "GPU": 0.0}
+    alive = 0
     for node in ray.nodes():
         if not node.get("Alive"):
             continue
+        alive += 1
         res = node.get("Resources", {})
         for k in largest:
             largest[k] = max(largest[k], float(res.get(k, 0.0)))
@@ -147,33 +145,5 @@ def cluster_capacity() -> dict[str, float]:
         "node_GPU": largest["GPU"],
         "CPU": float(total.get("CPU", 0.0)),
         "GPU": float(total.get("GPU", 0.0)),
+        "nodes": float(alive),
     }
-
-
-def check_resources(stage: str, res: Resources, capacity: dict[str, float]) -> None:
-    """Fail at once, with what to do, instead of letting Ray wait forever."""
-    if res.gpus > 0 and capacity["node_GPU"] < res.gpus:
-        have = "no GPUs" if capacity["GPU"] == 0 else f"at most {capacity['node_GPU']:g} GPU(s) per node"
-        raise ResourceUnavailableError(
-            f"stage {stage!r} needs {res.gpus:g} GPU(s) per worker, but the Ray cluster has {have}. "
-            f"Run with the cpu profile (--set profile=cpu), set {stage}.resources.gpus=0, "
-            "or add GPU nodes to the cluster."
-        )
-    if res.cpus > 0 and capacity["node_CPU"] < res.cpus:
-        raise ResourceUnavailableError(
-            f"stage {stage!r} needs {res.cpus:g} CPU(s) per worker, but no node of the Ray cluster "
-            f"has more than {capacity['node_CPU']:g}. Lower {stage}.resources.cpus."
-        )
-
-
-def pool_size(res: Resources, capacity: dict[str, float], work_batches: int) -> int:
-    """Actor-pool size: as declared, else what the cluster fits; never more than the work."""
-    if res.concurrency:
-        size = res.concurrency
-    elif res.gpus > 0:
-        size = int(capacity["GPU"] // res.gpus)
-    elif res.cpus > 0:
-        size = int(capacity["CPU"] // res.cpus)
-    else:
-        size = int(capacity["CPU"]) or 1
-    return max(1, min(size, work_batches))

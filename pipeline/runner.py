@@ -1,53 +1,42 @@
-"""Runs planned stages on Ray Data and streams their results into Parquet shards.
+"""Runs the planned stages: resources planned once, stages streaming songs to each other, stops that drain.
 
-Per stage: work out which units are still to do (resume), build the input
-dataset (base rows + upstream outputs joined on song_id, each upstream nested
-as one struct column named after its stage), run one `map_batches` over an
-actor pool sized by the stage's declared resources, and stream the results to
-the stage's shard writer and the rejects writer. Stages whose upstream stages
-are finished run concurrently (the GPU captioner overlaps the CPU MIR pool).
+Per run: take the output folder (a lock, or a lease on object stores), clear what `--force` names,
+join or start Ray, make the resource plan (`pipeline.plan`: phases, workers, the LLM server's GPU
+share), then run the phases one after the other. In a phase every map stage runs in a thread of its
+own (`pipeline.flow.StageFlow`) with its own Ray worker pool, taking songs as its upstream stages
+commit them; driver-side stages (export) run once their upstream stages have finished. A first
+SIGINT / SIGTERM drains (see `pipeline.stopping`); the run's summary records `interrupted`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import threading
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from mfpipe import __version__
 
-from ..schemas import Reject, RunInfo, SongRecord, arrow_schema, to_table, utc_now
+from ..schemas import RunInfo, utc_now
 from ..store import OutputStore
 from . import registry
 from .config import PipelineConfig
-from .inflight import InflightLedger, run_guarded
+from .flow import Board, FlowContext, RowReader, StageFlow, StageSummary
 from .inputs import Discovery
-from .ray_runtime import check_resources, cluster_capacity, init_ray, pool_size, shutdown_ray
-from .stage import INPUTS, DriverContext, Stage, StageSettings
+from .plan import ResourcePlan, ServerNeed, StageNeed, make_plan
+from .ray_runtime import cluster_capacity, init_ray, shutdown_ray
+from .services import Services
+from .stage import INPUTS, DriverContext, Stage
+from .stopping import StopControl
 
-RESULT_SCHEMA = pa.schema([("key", pa.string()), ("kind", pa.string()), ("payload", pa.string())])
+__all__ = ["ProgressFn", "RunResult", "Runner", "StageSummary", "code_revision", "new_run_id"]
 
-
-@dataclass
-class StageSummary:
-    stage: str
-    rows_in: int = 0  # units sent to the stage this run
-    rows_out: int = 0  # records written
-    rejected: int = 0  # rejects written
-    skipped: int = 0  # already done by an earlier run (resume)
-    seconds: float = 0.0
-    workers: int = 0
-    error: str | None = None
+# Called with (stage, event, value): "plan" (lines), "start", "update" (counts), "done" / "failed" (summary).
+ProgressFn = Callable[[str, str, Any], None]
 
 
 @dataclass
@@ -56,14 +45,12 @@ class RunResult:
     output: str
     stages: list[StageSummary] = field(default_factory=list)
     ignored_inputs: list[str] = field(default_factory=list)
+    interrupted: int | None = None  # the exit code of the signal that stopped the run (130, 143)
+    plan: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(s.error is None for s in self.stages)
-
-
-# Called with (stage, event, value): "start" (total units), "advance" (n), "done" (summary).
-ProgressFn = Callable[[str, str, Any], None]
+        return self.interrupted is None and all(s.error is None for s in self.stages)
 
 
 def code_revision() -> str | None:
@@ -81,116 +68,45 @@ def new_run_id() -> str:
     return utc_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-# ------------------------------------------------------------------ workers
-
-
-class StageWorker:
-    """The Ray Data callable: one per actor; builds the stage and runs `setup` once.
-
-    `bind` makes a subclass that carries the stage, config and run facts as class
-    attributes, so the actor has no constructor arguments for Ray to park in the
-    object store.
-    """
-
-    stage_cls: type[Stage]
-    settings_json: str
-    run_info: RunInfo
-    inflight: InflightLedger
-
-    @classmethod
-    def bind(cls, stage_cls: type[Stage], settings: StageSettings, run: RunInfo,
-             inflight: InflightLedger) -> type["StageWorker"]:
-        return type(f"{stage_cls.__name__}Worker", (cls,),
-                    {"stage_cls": stage_cls, "settings_json": settings.to_json(), "run_info": run,
-                     "inflight": inflight})
-
-    def __init__(self) -> None:
-        self.stage = self.stage_cls(self.stage_cls.settings_from_json(self.settings_json), self.run_info)
-        self.stage.setup()
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        key = self.stage.key
-        results = run_guarded(self.inflight, batch.to_pylist(), lambda row: str(row.get(key)),
-                              self.stage.process_safely, self._crashed)
-        return pa.table(
-            {
-                "key": [str(getattr(r, key, None) or "") for r in results],
-                "kind": ["reject" if isinstance(r, Reject) else "record" for r in results],
-                "payload": [r.model_dump_json() for r in results],
-            },
-            schema=RESULT_SCHEMA,
-        )
-
-    def _crashed(self, row: dict) -> Reject:
-        return self.stage.reject(row, "worker_crash",
-                                 "the worker process died while processing this song alone (a crash in a "
-                                 "native library or the memory limit); the rest of the run went on",
-                                 retryable=True)
-
-    def __del__(self) -> None:
-        try:
-            self.stage.teardown()
-        except Exception:  # noqa: BLE001 - best effort at actor exit
-            pass
-
-
-def _nest(stage: str) -> Callable[[pa.Table], pa.Table]:
-    """Upstream table → (song_id, <stage>: struct of its other columns)."""
-
-    def nest(table: pa.Table) -> pa.Table:
-        others = [c for c in table.column_names if c != "song_id"]
-        struct = pa.StructArray.from_arrays(
-            [table[c].combine_chunks() for c in others], names=others
-        ) if table.num_rows else pa.array([], pa.struct([table.schema.field(c) for c in others]))
-        return pa.table({"song_id": table["song_id"], stage: struct})
-
-    return nest
-
-
-# ------------------------------------------------------------------ runner
-
-
 class Runner:
     def __init__(self, config: PipelineConfig, output: str, *, limit: int | None = None,
-                 force: bool = False, ray_address: str | None = None,
+                 force: list[str] | None = None, ray_address: str | None = None,
                  progress: ProgressFn | None = None):
         self.config = config
         self.store = OutputStore(output)
         self.limit = limit
-        self.force = force
+        self.force = list(force or [])
         self.ray_address = ray_address
         self.progress = progress or (lambda *_: None)
         self.run = RunInfo(run_id=new_run_id(), config_hash=config.content_hash(), code_rev=code_revision())
-        self._ray_lock = threading.Lock()
-        # What stages share for the whole run (e.g. an LLM server); closed when the run ends.
-        self._services = contextlib.ExitStack()
+        self.stop = StopControl(config.run.drain_seconds)
+        self.services: Services | None = None
+        self.plan: ResourcePlan | None = None
 
     # ------------------------------------------------------------ top level
     def execute(self, stage_names: list[str], discovery: Discovery | None) -> RunResult:
         result = RunResult(self.run.run_id, self.store.url,
                            ignored_inputs=list(discovery.ignored) if discovery else [])
         started = time.time()
-        with self.store.lock():
+        with self.store.lock(self.run.run_id, self.config.run.lease_seconds), self.stop.installed():
             self.store.remove_stale_temporaries()
-            if self.force:
-                for name in stage_names:
-                    self.store.clear(name)
+            for name in self.force:
+                self.store.clear(name)
             self._save_run(stage_names, discovery, result, started, status="running")
-            if self._has_work(stage_names, discovery):
-                # Start Ray here, in the main thread (Ray installs its signal handlers there);
-                # a rerun with nothing left to do never pays for it.
-                init_ray(self.config.run, address=self.ray_address)
-                self._check_resources(stage_names)
+            status = "failed"
             try:
-                result.stages = self._run_dag(stage_names, discovery)
+                result.stages = self._run(stage_names, discovery, result)
+                result.interrupted = self.stop.exit_code
+                status = "interrupted" if result.interrupted else "ok" if result.ok else "failed"
             finally:
-                self._services.close()
-                self._save_run(stage_names, discovery, result, started,
-                               status="ok" if result.ok else "failed")
+                if self.services is not None:
+                    self.services.close()
+                self._save_run(stage_names, discovery, result, started, status=status)
         return result
 
     def close(self) -> None:
-        self._services.close()
+        if self.services is not None:
+            self.services.close()
         shutdown_ray()
 
     def _save_run(self, stages: list[str], discovery: Discovery | None, result: RunResult,
@@ -207,6 +123,9 @@ class Runner:
             "ignored_inputs": result.ignored_inputs,
             "limit": self.limit,
             "force": self.force,
+            "schedule": self.config.run.schedule,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "interrupted_by_signal": (result.interrupted - 128) if result.interrupted else None,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 3),
             "summary": [asdict(s) for s in result.stages],
@@ -216,237 +135,155 @@ class Runner:
             "summary.json": json.dumps(summary, indent=2),
         })
 
-    def _run_dag(self, names: list[str], discovery: Discovery | None) -> list[StageSummary]:
+    # ------------------------------------------------------------ the run
+    def _run(self, names: list[str], discovery: Discovery | None, result: RunResult) -> list[StageSummary]:
         stages = registry.stages()
-        planned = set(names)
-        deps = {n: set(stages[n].upstream()) & planned for n in names}
-        done: dict[str, StageSummary] = {}
-        failed: set[str] = set()
-        futures: dict[Future, str] = {}
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            while len(done) < len(names):
+        maps = [n for n in names if stages[n].kind == "map"]
+        drivers = [n for n in names if stages[n].kind == "driver"]
+        summaries: dict[str, StageSummary] = {}
+        if maps and self._has_work(maps, discovery):
+            # Ray starts here, in the main thread (it installs its own signal handlers there; ours
+            # are put back below); a rerun with nothing left to do never pays for it.
+            init_ray(self.config.run, address=self.ray_address)
+            self.stop.reinstall()
+            self._run_phases(maps, discovery, summaries, result)
+        else:
+            for name in maps:
+                summaries[name] = self._nothing_to_do(stages[name], discovery)
+        for name in drivers:
+            summaries[name] = self._run_driver(stages[name], summaries)
+        return [summaries[n] for n in names]
+
+    def _nothing_to_do(self, cls: type[Stage], discovery: Discovery | None) -> StageSummary:
+        summary = StageSummary(cls.name, skipped=self._pending(cls, discovery)[1])
+        self.progress(cls.name, "done", summary)
+        return summary
+
+    def _run_phases(self, maps: list[str], discovery: Discovery | None, summaries: dict[str, StageSummary],
+                    result: RunResult) -> None:
+        stages = registry.stages()
+        self.plan = self._make_plan(maps)
+        result.plan = self.plan.lines()
+        self.progress("run", "plan", result.plan)
+        capacity = cluster_capacity()
+        self.services = Services(nodes=int(capacity.get("nodes", 1)))
+        board = Board()
+        for name in registry.available():
+            cls = stages[name]
+            if cls.kind == "map" and (name in maps or any(name in stages[m].upstream() for m in maps)):
+                board.load(self.store, name, cls.key)
+        run = self.config.run
+        ctx = FlowContext(self.store, board, RowReader(self.store, board), self.run, self.stop, self.services,
+                          self.progress, time.monotonic(), set(maps), run.schedule, self.limit,
+                          run.shard_max_rows, run.shard_max_mb, run.flush_seconds, run.outage_max_wait_s,
+                          run.outage_song_strikes)
+        for i, phase in enumerate(self.plan.phases):
+            self.services.server_plan = phase.server
+            names = [n for n in maps if n in phase.stages]
+            if self.stop.requested.is_set():
                 for name in names:
-                    if name in done or name in futures.values():
-                        continue
-                    if deps[name] & failed:
-                        done[name] = StageSummary(name, error="not run: an upstream stage failed")
-                        failed.add(name)
-                    elif deps[name] <= set(done):
-                        futures[pool.submit(self._run_stage, stages[name], discovery)] = name
-                if not futures:
-                    continue
-                finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    name = futures.pop(fut)
-                    try:
-                        done[name] = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - reported in the summary, others go on
-                        done[name] = StageSummary(name, error=f"{type(exc).__name__}: {exc}")
-                        self.progress(name, "failed", done[name])
-                    if done[name].error:
-                        failed.add(name)
-        return [done[n] for n in names]
+                    summaries[name] = StageSummary(name, error="not run: the run was interrupted")
+                    board.finish(name, failed=True)
+                continue
+            flows = [self._flow(ctx, stages[n], discovery, summaries) for n in names]
+            threads = [threading.Thread(target=self._run_flow, args=(f, summaries), name=f"stage-{f.cls.name}",
+                                        daemon=True) for f in flows if f is not None]
+            for thread in threads:
+                thread.start()
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.2)  # short joins: the main thread must take signals
+            following = self.plan.phases[i + 1].server if i + 1 < len(self.plan.phases) else None
+            self.services.release(following)
 
-    # ------------------------------------------------------------ one stage
-    def _run_stage(self, stage_cls: type[Stage], discovery: Discovery | None) -> StageSummary:
-        if stage_cls.kind == "driver":
-            return self._run_driver(stage_cls)
-        started = time.time()
-        summary = StageSummary(stage_cls.name)
-        base, skipped = self._pending_units(stage_cls, discovery)
-        summary.skipped = skipped
-        summary.rows_in = base.num_rows
-        self.progress(stage_cls.name, "start", base.num_rows)
-        if base.num_rows:
-            self._map(stage_cls, base, summary)
-        summary.seconds = round(time.time() - started, 3)
-        self.progress(stage_cls.name, "done", summary)
-        return summary
-
-    def _run_driver(self, stage_cls: type[Stage]) -> StageSummary:
-        """A driver-side stage (export): once, here, with the store, the run's facts and progress."""
-        started = time.time()
-        summary = StageSummary(stage_cls.name, workers=1)
-        stage = stage_cls(stage_cls.settings_from(self.config), self.run)
-        outcome = stage.run_driver(DriverContext(self.store, self.run, self.progress))
-        summary.rows_in, summary.rows_out = outcome.rows_in, outcome.rows_out
-        summary.seconds = round(time.time() - started, 3)
-        self.progress(stage_cls.name, "done", summary)
-        return summary
-
-    def _pending_units(self, stage_cls: type[Stage], discovery: Discovery | None) -> tuple[pa.Table, int]:
-        """Base rows still to do: not in the stage's output, not rejected for good."""
-        key = stage_cls.key
-        base_stage = stage_cls.requires[0]
-        if base_stage == INPUTS:
+    def _flow(self, ctx: FlowContext, cls: type[Stage], discovery: Discovery | None,
+              summaries: dict[str, StageSummary]) -> StageFlow | None:
+        if ctx.schedule == "barrier":
+            failed = [u for u in cls.upstream() if u in ctx.planned and ctx.board.lane(u).failed]
+            if failed:
+                summaries[cls.name] = StageSummary(cls.name, error=f"not run: upstream stage {failed[0]} failed")
+                ctx.board.finish(cls.name, failed=True)
+                self.progress(cls.name, "failed", summaries[cls.name])
+                return None
+        settings = cls.settings_from(self.config)
+        plan = self.plan.stages[cls.name]
+        sources = None
+        if cls.requires[0] == INPUTS:
             sources = list(discovery.sources) if discovery else []
             if self.limit is not None:
                 sources = sources[: self.limit]
-            base = pa.table({"source": pa.array(sources, pa.string())})
-        else:
-            for needed in stage_cls.requires:
-                if needed != INPUTS and not self.store.has_output(needed):
-                    raise RuntimeError(f"stage {stage_cls.name!r} needs the output of {needed!r}, "
-                                       f"which {self.store.url} does not have; run --stage {needed} first")
-            columns = (stage_cls.columns or {}).get(base_stage)
-            base = self.store.read(self.store.stage_dir(base_stage), columns=list(columns) if columns else None)
-            if "provenance" in base.column_names:
-                base = base.drop_columns(["provenance"])
-        done = self.store.keys(self.store.stage_dir(stage_cls.name), key)
-        done |= self.store.keys(self.store.rejects_dir(stage_cls.name), "source" if key == "source" else key,
-                                where=("retryable", False))
-        if done:
-            mask = pc.invert(pc.is_in(base[key], value_set=pa.array(sorted(done), pa.string())))
-            pending = base.filter(mask)
-        else:
-            pending = base
-        skipped = base.num_rows - pending.num_rows
-        if self.limit is not None and base_stage != INPUTS:
-            pending = pending.slice(0, self.limit)
-        return pending, skipped
+        return StageFlow(ctx, cls, settings, plan.workers, plan.cpus, plan.gpus, sources=sources)
 
-    def _join_small_upstream(self, stage_cls: type[Stage], base: pa.Table) -> tuple[pa.Table, list[str]]:
-        """Join upstream outputs of modest size here, on the driver (a Ray hash join costs
-        seconds of fixed overhead per upstream); return the large ones for Ray to join."""
-        large = []
-        for up in stage_cls.upstream()[1:]:
-            files = self.store.shards(self.store.stage_dir(up))
-            if not files:
-                continue  # optional upstream not produced yet: the stage sees no such column
-            if self.store.count_rows(files) > self.config.run.driver_join_max_rows:
-                large.append(up)
-                continue
-            columns = (stage_cls.columns or {}).get(up)
-            table = self.store.read(self.store.stage_dir(up), columns=["song_id", *columns] if columns else None)
-            nested = _nest(up)(table)
-            position = {sid: i for i, sid in enumerate(nested["song_id"].to_pylist())}
-            take = pa.array([position.get(sid) for sid in base["song_id"].to_pylist()], pa.int64())
-            base = base.append_column(up, nested[up].take(take))
-        return base, large
+    @staticmethod
+    def _run_flow(flow: StageFlow, summaries: dict[str, StageSummary]) -> None:
+        summaries[flow.cls.name] = flow.run()
 
-    def _input_dataset(self, stage_cls: type[Stage], base: pa.Table, batch_size: int):
-        import ray.data
-
-        base, large = self._join_small_upstream(stage_cls, base)
-        # One block per batch so the actor pool gets work in parallel from the start.
-        blocks = [base.slice(i, batch_size) for i in range(0, base.num_rows, batch_size)]
-        ds = ray.data.from_arrow(blocks)
-        for up in large:
-            # Corpus scale: Ray Data's hash join, spread over the cluster.
-            files = self.store.shards(self.store.stage_dir(up))
-            columns = (stage_cls.columns or {}).get(up)
-            right = ray.data.read_parquet([self.store.uri(f) for f in files],
-                                          columns=["song_id", *columns] if columns else None,
-                                          filesystem=None if self.store.local else self.store.fs)
-            right = right.map_batches(_nest(up), batch_format="pyarrow", batch_size=None)
-            ds = ds.join(right, join_type="left_outer", num_partitions=max(1, len(blocks)),
-                         on=("song_id",))
-        return ds, len(blocks)
-
-    def _has_work(self, names: list[str], discovery: Discovery | None) -> bool:
+    # ------------------------------------------------------------ planning
+    def _make_plan(self, maps: list[str]) -> ResourcePlan:
         stages = registry.stages()
-        for name in names:
+        capacity = cluster_capacity()
+        levels: dict[str, int] = {}
+        needs = []
+        llm_users = []
+        for name in maps:
             cls = stages[name]
-            if cls.kind == "driver":
-                return True
-            try:
-                pending, _ = self._pending_units(cls, discovery)
-            except RuntimeError:
-                return True  # its upstream is not there yet: earlier stages will make it
-            if pending.num_rows:
-                return True
-        return False
+            levels[name] = 1 + max((levels.get(u, -1) for u in cls.upstream() if u in maps), default=-1)
+            settings = cls.settings_from(self.config)
+            res = cls.resources(settings)
+            uses_server = "llm" in cls.reads and not settings.shared["llm"].base_url
+            if uses_server:
+                llm_users.append(settings.shared["llm"])
+            needs.append(StageNeed(name, levels[name], res.cpus, res.gpus, res.concurrency, uses_server))
+        server = None
+        if llm_users:
+            from ..backends.vllm_server import tensor_parallel_size
 
-    def _check_resources(self, names: list[str]) -> None:
-        """Every planned stage against the cluster, before any work starts."""
+            spec = llm_users[0].server
+            gpus = spec.gpus if spec.gpus is not None else (
+                float(tensor_parallel_size(spec.args)) if capacity["GPU"] > 0 else 0.0)
+            server = ServerNeed(gpus=gpus, min_gpus=spec.min_gpus, memory_per_share=spec.memory_per_share)
+        gpus = capacity["GPU"]
         if not self.config.run.fail_fast_on_resources:
-            return
-        capacity = cluster_capacity()
-        stages = registry.stages()
-        for name in names:
-            cls = stages[name]
-            check_resources(name, cls.resources(cls.settings_from(self.config)), capacity)
+            # Autoscaling clusters: plan for what the stages declare; GPU nodes appear on demand.
+            gpus = max(gpus, sum(n.gpus for n in needs) + (server.gpus if server else 0.0))
+        return make_plan(needs, capacity["CPU"], gpus, self.config.run.schedule, server, capacity["node_CPU"])
 
-    def _ensure_ray(self) -> None:
-        with self._ray_lock:
-            init_ray(self.config.run, address=self.ray_address)
+    # ------------------------------------------------------------ work left
+    def _pending(self, cls: type[Stage], discovery: Discovery | None) -> tuple[int, int]:
+        """(units still to do, units already done) as the output folder says now."""
+        store = self.store
+        done = store.keys(store.stage_dir(cls.name), cls.key)
+        done |= store.keys(store.rejects_dir(cls.name), cls.key, where=("retryable", False))
+        base = cls.requires[0]
+        if base == INPUTS:
+            units = set(discovery.sources if discovery else [])
+            if self.limit is not None:
+                units = set(sorted(units)[: self.limit])
+        else:
+            units = store.keys(store.stage_dir(base), "song_id")
+        return len(units - done), len(units & done)
 
-    def _map(self, stage_cls: type[Stage], base: pa.Table, summary: StageSummary) -> None:
-        from ray.data import ActorPoolStrategy
+    def _has_work(self, maps: list[str], discovery: Discovery | None) -> bool:
+        return any(self._pending(registry.stages()[name], discovery)[0] for name in maps)
 
-        self._ensure_ray()
-        settings = stage_cls.settings_from(self.config)
-        res = stage_cls.resources(settings)
-        capacity = cluster_capacity()
-        ds, n_batches = self._input_dataset(stage_cls, base, res.batch_size)
-        workers = pool_size(res, capacity, n_batches)
-        summary.workers = workers
-        settings = stage_cls.open_services(settings, self._services)
-        inflight = InflightLedger.create()
-        ds = ds.map_batches(
-            StageWorker.bind(stage_cls, settings, self.run, inflight),
-            batch_size=res.batch_size,
-            batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=workers),
-            num_cpus=res.cpus,
-            num_gpus=res.gpus,
-        )
-        try:
-            self._drain(stage_cls, ds, base, summary)
-        finally:
-            inflight.close()
-
-    def _drain(self, stage_cls: type[Stage], ds, base: pa.Table, summary: StageSummary) -> None:
-        """Stream results to the sinks; anything the stage never answered becomes a reject."""
-        run = self.config.run
-        out = self.store.writer(self.store.stage_dir(stage_cls.name), arrow_schema(stage_cls.record),
-                                self.run.run_id, max_rows=run.shard_max_rows, max_mb=run.shard_max_mb,
-                                flush_seconds=run.flush_seconds)
-        rej = self.store.writer(self.store.rejects_dir(stage_cls.name), arrow_schema(Reject),
-                                self.run.run_id, max_rows=run.shard_max_rows, max_mb=run.shard_max_mb,
-                                flush_seconds=run.flush_seconds)
-        # A song's record is written once: a second record for the same song_id
-        # (identical audio under two names) becomes a `duplicate` reject instead.
-        written = self._written_songs(stage_cls)
-        answered: set[str] = set()
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                records: list[SongRecord] = []
-                rejects: list[Reject] = []
-                for key, kind, payload in zip(*(batch[c].to_pylist() for c in ("key", "kind", "payload"))):
-                    answered.add(key)
-                    if kind == "reject":
-                        rejects.append(Reject.model_validate_json(payload))
-                        continue
-                    rec = stage_cls.record.model_validate_json(payload)
-                    first = written.get(rec.song_id)
-                    if first is not None:
-                        rejects.append(Reject(
-                            source=rec.source, song_id=rec.song_id, stage=stage_cls.name, error="duplicate",
-                            message=f"same audio as {first} (song_id {rec.song_id[:12]}…): kept once",
-                            run_id=self.run.run_id, created_at=utc_now()))
-                        continue
-                    written[rec.song_id] = rec.source
-                    records.append(rec)
-                out.write(to_table(records, stage_cls.record))
-                rej.write(to_table(rejects, Reject))
-                summary.rows_out += len(records)
-                summary.rejected += len(rejects)
-                self.progress(stage_cls.name, "advance", batch.num_rows)
-            lost = [k for k in base[stage_cls.key].to_pylist() if k not in answered]
-            if lost:
-                rows = base.filter(pc.is_in(base[stage_cls.key], value_set=pa.array(lost, pa.string())))
-                rejects = [Reject(source=r.get("source") or "", song_id=r.get("song_id"), stage=stage_cls.name,
-                                  error="lost", message="no result came back from the workers",
-                                  retryable=True, run_id=self.run.run_id, created_at=utc_now())
-                           for r in rows.to_pylist()]
-                rej.write(to_table(rejects, Reject))
-                summary.rejected += len(rejects)
-        finally:
-            out.close()
-            rej.close()
-
-    def _written_songs(self, stage_cls: type[Stage]) -> dict[str, str]:
-        table = self.store.read(self.store.stage_dir(stage_cls.name), columns=["song_id", "source"])
-        return dict(zip(table["song_id"].to_pylist(), table["source"].to_pylist()))
-
+    # ------------------------------------------------------------ driver-side stages
+    def _run_driver(self, cls: type[Stage], summaries: dict[str, StageSummary]) -> StageSummary:
+        """A driver-side stage (export): once, here, after its upstream stages, with the store,
+        the run's facts and progress."""
+        failed = [u for u in cls.upstream() if u in summaries and summaries[u].error]
+        if self.stop.requested.is_set():
+            summary = StageSummary(cls.name, error="not run: the run was interrupted")
+        elif failed:
+            summary = StageSummary(cls.name, error=f"not run: upstream stage {failed[0]} failed")
+        else:
+            started = time.time()
+            summary = StageSummary(cls.name, workers=1)
+            try:
+                stage = cls(cls.settings_from(self.config), self.run)
+                outcome = stage.run_driver(DriverContext(self.store, self.run, self.progress))
+                summary.rows_in, summary.rows_out = outcome.rows_in, outcome.rows_out
+            except Exception as exc:  # noqa: BLE001 - reported in the summary
+                summary.error = f"{type(exc).__name__}: {exc}"
+            summary.seconds = round(time.time() - started, 3)
+        self.progress(cls.name, "failed" if summary.error else "done", summary)
+        return summary

@@ -17,7 +17,6 @@ The runner does everything else: planning, resume, workers, sinks, progress.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import traceback
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from ..store import OutputStore
 # The pseudo-stage whose "output" is the list of input files (column `source`).
 INPUTS = "inputs"
 
-__all__ = ["INPUTS", "DriverContext", "DriverOutcome", "Resources", "RunInfo", "Shared", "Stage", "StageConfig",
+__all__ = ["INPUTS", "Deferred", "DriverContext", "DriverOutcome", "Resources", "RunInfo", "Shared", "Stage", "StageConfig",
            "StageSettings"]
 
 
@@ -83,6 +82,18 @@ class StageSettings:
     def to_json(self) -> str:
         return json.dumps({"own": self.own.model_dump(mode="json"),
                            "shared": {k: v.model_dump(mode="json") for k, v in self.shared.items()}})
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A song a stage could not do because a shared service failed (not the song's fault): the
+    runner puts it back, pauses the stage while it checks the service, and resumes when it is back."""
+
+    key: str
+    source: str
+    song_id: str | None
+    service: str  # e.g. "llm"
+    message: str
 
 
 @dataclass(frozen=True)
@@ -164,10 +175,10 @@ class Stage:
         return []
 
     @classmethod
-    def open_services(cls, settings: StageSettings, services: contextlib.ExitStack) -> StageSettings:
-        """Driver side, before this stage's workers start: start what all of them share (a model
-        server), registering its stop on `services` (closed when the run ends), and return the
-        settings the workers get (e.g. with the server's URL). Runs once per stage per run."""
+    def open_services(cls, settings: StageSettings, services: Any) -> StageSettings:
+        """Driver side, before this stage's workers start: open what all of them share through the
+        run's `pipeline.services.Services` (the LLM endpoint, checked, or a server started for the
+        run) and return the settings the workers get (e.g. with the server's URL)."""
         return settings
 
     @classmethod
@@ -178,10 +189,11 @@ class Stage:
     def setup(self) -> None:
         """Load models / tools once per worker. Heavy imports belong here, not at module top."""
 
-    def process_batch(self, rows: list[dict[str, Any]]) -> list[SongRecord | Reject]:
+    def process_batch(self, rows: list[dict[str, Any]]) -> list[SongRecord | Reject | Deferred]:
         """Turn input rows into results: for every row at least one record or reject, keyed by the
         row's `key`. A row may get several (think: one record with the kept chains plus one
-        reject per dropped chain); a row with no result becomes a `lost` reject."""
+        reject per dropped chain); a row with no result becomes a `lost` reject; a row that
+        failed because a shared service is down gets `self.defer(...)` instead of a reject."""
         raise NotImplementedError
 
     def teardown(self) -> None:
@@ -227,11 +239,16 @@ class Stage:
         at = f" (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
         return self.reject(row, "exception", f"{type(exc).__name__}: {exc}{at}"[:2000], retryable=True)
 
+    def defer(self, row: dict[str, Any], service: str, message: str) -> Deferred:
+        """This song waits for `service` (an outage is not the song's fault: it is never rejected for it)."""
+        return Deferred(key=str(row.get(self.key)), source=str(row.get("source") or ""),
+                        song_id=row.get("song_id"), service=service, message=message)
+
     def lost(self, row: dict[str, Any], why: str) -> Reject:
         """A unit of work that got no result: not the input's fault, so a rerun tries it again."""
         return self.reject(row, "lost", why, retryable=True)
 
-    def process_safely(self, rows: list[dict[str, Any]]) -> list[SongRecord | Reject]:
+    def process_safely(self, rows: list[dict[str, Any]]) -> list[SongRecord | Reject | Deferred]:
         """process_batch, falling back to one row at a time so one bad song cannot sink a batch,
         and checking that every input row got a result."""
         try:
@@ -257,5 +274,5 @@ class Stage:
         return results
 
 
-def _result_key(result: SongRecord | Reject, key: str) -> str:
-    return str(getattr(result, key, None))
+def _result_key(result: SongRecord | Reject | Deferred, key: str) -> str:
+    return result.key if isinstance(result, Deferred) else str(getattr(result, key, None))

@@ -28,7 +28,7 @@ import shlex
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -39,6 +39,8 @@ from .config import ConfigError, PipelineConfig, load_config
 from .ray_runtime import AuthTokenError, find_token
 
 CONFIG_NAME = "mfpipe-config.yaml"
+# The vLLM Service of infra/vllm/deployment.yaml, as pods of the cluster reach it (tests check they agree).
+CLUSTER_LLM_URL = "http://mfpipe-llm:8000/v1"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Options of `mfpipe run` whose value submit folds into the shipped config file.
 _CONFIG_OPTS = ("--config", "-c")
@@ -132,7 +134,11 @@ class Jobs:
         """Send the job; its runtime env carries the resolved config. Returns the job id."""
         with tempfile.TemporaryDirectory(prefix="mfpipe-job-") as workdir:
             Path(workdir, CONFIG_NAME).write_text(submission.config.to_yaml())
-            runtime_env = {"working_dir": workdir, "env_vars": {"PYTHONUNBUFFERED": "1"}}
+            # `mfpipe jobs stop`: Ray sends SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S; the run
+            # drains for run.drain_seconds, so it gets that and a margin to commit and shut down.
+            wait = int(submission.config.run.drain_seconds + 15)
+            runtime_env = {"working_dir": workdir, "env_vars": {"PYTHONUNBUFFERED": "1",
+                                                                 "RAY_JOB_STOP_WAIT_TIME_S": str(wait)}}
             metadata = {"submitted_by": "mfpipe", "mfpipe_version": __version__,
                         "profile": submission.config.profile, "config_hash": submission.config.content_hash()}
             return self._call(self.client.submit_job, entrypoint=submission.entrypoint,
@@ -193,6 +199,7 @@ class Submission:
     job_id: str
     entrypoint: str
     config: PipelineConfig
+    notes: list[str] = field(default_factory=list)  # how the profile and the LLM endpoint were chosen
 
 
 def _option_values(args: list[str], names: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -231,8 +238,28 @@ def _check_paths(args: list[str]) -> None:
                           "the default ./mfpipe-out would end up in the job's temporary working directory")
 
 
-def prepare(run_args: list[str], config_file: str | None, job_id: str | None = None) -> Submission:
-    """Check the `mfpipe run` command line, resolve its config, build the entrypoint."""
+def cluster_gpus(address: str | None) -> tuple[float | None, str]:
+    """(GPUs of the cluster behind this dashboard, None when it cannot be asked; why)."""
+    try:
+        from ray.util.state import list_nodes
+
+        url = dashboard_address(address)
+        with _address_env_cleared():
+            nodes = list_nodes(address=url, limit=10000, raise_on_missing_output=False)
+        gpus = sum(float((n.resources_total or {}).get("GPU", 0.0)) for n in nodes if n.state == "ALIVE")
+        return gpus, f"auto: the Ray cluster at {url} has {gpus:g} GPU(s)"
+    except Exception as exc:  # noqa: BLE001 - then the cluster is assumed to have GPUs, and we say so
+        return None, f"auto: could not ask the cluster for its GPUs ({type(exc).__name__}); assumed it has some"
+
+
+def prepare(run_args: list[str], config_file: str | None, job_id: str | None = None, *,
+            profile: str | None = None, address: str | None = None, llm: str = "service") -> Submission:
+    """Check the `mfpipe run` command line, resolve its config, build the entrypoint.
+
+    `profile` auto is decided by the cluster's GPUs (asked through its dashboard), not this
+    machine's. `llm`: "service" points `llm.base_url` (when the config leaves it unset) at the vLLM
+    Service of infra/vllm (`CLUSTER_LLM_URL`); "start" leaves it unset, so the job starts a vLLM
+    server inside the cluster; anything else is taken as the URL."""
     if not run_args or run_args[0] != "run":
         raise SubmitError("submit sends `mfpipe run` to the cluster: write its arguments after `--`, "
                           "e.g. mfpipe submit --address http://HEAD:8265 -- run --stage all --input ... --output ...")
@@ -246,13 +273,26 @@ def prepare(run_args: list[str], config_file: str | None, job_id: str | None = N
     config_file = config_file or (configs[0] if configs else None)
     _check_paths(args)
     stages, _ = _option_values(args, ("--stage", "-s"))
+    why: list[str] = []
+
+    def detect() -> bool:
+        gpus, reason = cluster_gpus(address)
+        why.append(reason)
+        return gpus is None or gpus > 0
+
     try:
         for stage in stages:
             registry.plan(stage)
-        # A cluster is where the GPUs are: `auto` means production there, not what this machine has.
-        config = load_config(config_file, sets, detect_gpu=lambda: True)
+        # A cluster is where the GPUs are: `auto` is decided by the cluster, not by this machine.
+        config = load_config(config_file, [*sets, *([f"profile={profile}"] if profile else [])], detect_gpu=detect)
+        # The production LLM on a cluster is the Deployment of infra/vllm; the cpu profile's tiny
+        # model is served by the job itself.
+        if not config.llm.base_url and llm != "start" and (config.profile == "production" or llm != "service"):
+            url = CLUSTER_LLM_URL if llm == "service" else llm
+            config = config.model_copy(update={"llm": config.llm.model_copy(update={"base_url": url})})
+            why.append(f"llm.base_url {url}")
     except (ConfigError, registry.StageError) as exc:
         raise SubmitError(str(exc)) from None
     entrypoint = shlex.join(["mfpipe", "run", "--config", CONFIG_NAME, *args])
     job_id = job_id or f"mfpipe-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    return Submission(job_id=job_id, entrypoint=entrypoint, config=config)
+    return Submission(job_id=job_id, entrypoint=entrypoint, config=config, notes=why)

@@ -23,7 +23,6 @@ requests of a whole batch are in flight together, up to `llm.concurrency`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import random
@@ -32,11 +31,11 @@ from typing import Any
 
 from pydantic import Field
 
-from ..backends import vllm_server
-from ..backends.llm import LlmConfig
+from ..backends.llm import OUTAGE_ERRORS, LlmConfig
 from ..consistency import ConsistencyConfig, check_song
 from ..pipeline.registry import register
-from ..pipeline.stage import Resources, Stage, StageConfig, StageSettings
+from ..pipeline.services import Services
+from ..pipeline.stage import Deferred, Resources, Stage, StageConfig, StageSettings
 from ..schemas import LlmUsage, ModelRef, Reject
 from ..schemas.synthesize import (
     SKILLS,
@@ -98,8 +97,8 @@ class SynthesizeStage(Stage):
 
     # ------------------------------------------------------------ driver side
     @classmethod
-    def open_services(cls, settings: StageSettings, services: contextlib.ExitStack) -> StageSettings:
-        return settings.replace_shared("llm", vllm_server.ensure_server(settings.shared["llm"], services))
+    def open_services(cls, settings: StageSettings, services: Services) -> StageSettings:
+        return settings.replace_shared("llm", services.llm(cls.name, settings.shared["llm"]))
 
     @classmethod
     def banner_notes(cls, settings: StageSettings) -> list[str]:
@@ -160,7 +159,7 @@ class SynthesizeStage(Stage):
                 out.append(LlmRequest(f"qa/{skill}", messages(task), model))
         return out
 
-    async def _song(self, row: dict[str, Any]) -> SynthesizeRecord | Reject:
+    async def _song(self, row: dict[str, Any]) -> SynthesizeRecord | Reject | Deferred:
         song = self.inputs(row)
         if not song.present:
             return self.reject(row, "no_upstream",
@@ -183,6 +182,8 @@ class SynthesizeStage(Stage):
         if failed:
             part, res = failed[0]
             more = f" (and {len(failed) - 1} more part(s) failed)" if len(failed) > 1 else ""
+            if any(r.error in OUTAGE_ERRORS for _, r in failed):
+                return self.defer(row, "llm", f"{part}: {res.message}{more}"[:2000])
             return self.reject(row, f"llm_{res.error}", f"{part}: {res.message}{more}"[:2000],
                                retryable=res.retryable)
         return self._record(row, song, parts, usage)

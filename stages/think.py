@@ -41,7 +41,6 @@ call, then all rewrites are in flight at once, and so on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -50,15 +49,16 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from .. import audio
-from ..backends import refs, vllm_server
+from ..backends import refs
 from ..backends.audiolm import AudioLMSettings
-from ..backends.llm import LlmConfig
+from ..backends.llm import OUTAGE_ERRORS, LlmConfig
 from ..config import Section
 from ..consistency import ConsistencyConfig, check_answer
 from ..factcheck import Check, SongClips, audio_check, decide, describe, error_rate, hear, mir_check, song_clips, \
     windows_for
 from ..pipeline.registry import register
-from ..pipeline.stage import Resources, Stage, StageConfig, StageSettings
+from ..pipeline.services import Services
+from ..pipeline.stage import Deferred, Resources, Stage, StageConfig, StageSettings
 from ..schemas import LlmUsage, ModelRef, Reject, ToolVersion
 from ..schemas.synthesize import Skill
 from ..schemas.think import Chain, ChainStep, ThinkRecord, chain_draft, fix_draft
@@ -189,9 +189,9 @@ class ThinkStage(Stage):
 
     # ------------------------------------------------------------ driver side
     @classmethod
-    def open_services(cls, settings: StageSettings, services: contextlib.ExitStack) -> StageSettings:
+    def open_services(cls, settings: StageSettings, services: Services) -> StageSettings:
         # The same server synthesize uses (started once per run, shared).
-        return settings.replace_shared("llm", vllm_server.ensure_server(settings.shared["llm"], services))
+        return settings.replace_shared("llm", services.llm(cls.name, settings.shared["llm"]))
 
     @classmethod
     def banner_notes(cls, settings: StageSettings) -> list[str]:
@@ -486,13 +486,15 @@ class ThinkStage(Stage):
         return f"; e.g. step {i + 1} {job.steps[i]!r}: {c.reason}"[:600]
 
     # ------------------------------------------------------------ results
-    def results(self, song: Song) -> list[ThinkRecord | Reject]:
+    def results(self, song: Song) -> list[ThinkRecord | Reject | Deferred]:
         row = song.row
         failed = [job for job in song.jobs if job.failed is not None]
         if failed:
             res = failed[0].failed
-            return [self.reject(row, f"llm_{res.error}", f"{self._which(failed[0])}: {res.message}"[:2000],
-                                retryable=True)]
+            message = f"{self._which(failed[0])}: {res.message}"[:2000]
+            if any(job.failed.error in OUTAGE_ERRORS for job in failed):
+                return [self.defer(row, "llm", message)]
+            return [self.reject(row, f"llm_{res.error}", message, retryable=True)]
         kept = [job.chain for job in song.jobs if job.chain is not None]
         rejects = [self.reject(row, job.dropped[0], job.dropped[1][:2000]) for job in song.jobs if job.dropped]
         if song.jobs and not kept:

@@ -40,11 +40,9 @@ weights) and the scripted judges of the gate tests are built in
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np

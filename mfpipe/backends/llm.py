@@ -50,6 +50,9 @@ T = TypeVar("T", bound=BaseModel)
 _CHARS_PER_TOKEN = 1.0
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _RETRY_STATUS = {408, 409, 429}
+# Error classes that say the server failed, not the request: a stage defers the song (the runner
+# checks the server and pauses while it is down) instead of rejecting it.
+OUTAGE_ERRORS = frozenset({"connection", "timeout", "server_error", "not_found"})
 
 
 class SamplingConfig(Section):
@@ -91,7 +94,7 @@ class LlmConfig(Section):
 class Result(Generic[T]):
     value: T | None = None
     # None when value is set; else a short class: invalid_output, refused, timeout,
-    # connection, rate_limited, server_error, bad_request.
+    # connection, rate_limited, server_error, not_found, bad_request.
     error: str | None = None
     message: str = ""
     retryable: bool = False  # a later attempt (a rerun) may succeed
@@ -139,6 +142,8 @@ def _error_class(exc: BaseException) -> tuple[str, bool]:
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500 or exc.status_code in _RETRY_STATUS:
             return "server_error", True
+        if exc.status_code == 404:  # the model is not (or no longer) served: the server's state, not the song's
+            return "not_found", True
         return "bad_request", False
     return type(exc).__name__, False
 

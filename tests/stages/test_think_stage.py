@@ -1,0 +1,238 @@
+"""MF-Think in-process: the 30% rule at its edges, rewrites re-checked, the selection rule, and
+whole batches, with the tiny audio-LM and the session's real vLLM server (SmolLM2-135M).
+
+The rule tests control every verdict through the real fact-check: their chains state tempo,
+key, meter and chords that are right or wrong against the MIR row the test wrote for the song
+(120 BPM, 4/4, C major, chords C G Am F), so `mfpipe.factcheck.mir_check` decides each step and
+the stage's own rule (`apply_rule`) does the rest.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mfpipe.factcheck import mir_check
+from mfpipe.pipeline.stage import RunInfo
+from mfpipe.schemas import Reject, ThinkRecord
+from mfpipe.stages.think import Item, ThinkStage
+from mfpipe.thinktext import parse
+
+from support.think_data import HARBOR, TRUTH, config, mir_row
+from support.think_data import RIGHT, WRONG
+
+pytestmark = pytest.mark.slow
+
+MIR = mir_row(TRUTH[HARBOR])
+TEMPO_ITEM = Item(index=0, skill="attribute", question="What is the tempo?", options=[],
+                  reference="About 120 BPM.", because="test")
+KEY_ITEM = Item(index=2, skill="harmony_theory", question="Which key is the song in?",
+                options=["C minor", "C major", "F# major", "Bb minor"], reference="C major", because="test")
+
+
+@pytest.fixture(scope="module")
+def think_row(song_rows, filter_stage):
+    row = dict(song_rows[HARBOR])
+    (judged,) = filter_stage.process_batch([row])
+    return {**row, "filter": judged.model_dump(), "lyrics": None}
+
+
+def settle(stage: ThinkStage, row: dict, drafts: list[tuple[Item, list[str], str]]):
+    """Each (item, steps, answer) as a first draft of its own song copy; the stage's real check,
+    rule and (where the rule says so) rewrite loop; → [(job, song, results)]."""
+    songs, jobs = {}, []
+    for n, (item, steps, answer) in enumerate(drafts):
+        song = stage.prepare(row)
+        job = stage.job(n, song, item)
+        job.steps, job.answer = list(steps), answer
+        song.jobs.append(job)
+        songs[n] = song
+        jobs.append(job)
+    stage.session.run(stage.settle(songs, jobs))
+    return [(job, songs[n], stage.results(songs[n])) for n, job in enumerate(jobs)]
+
+
+def test_the_steps_verdicts_come_from_the_mir_row():
+    assert all(mir_check(s, MIR).verdict == "correct" for s in RIGHT)
+    assert all(mir_check(s, MIR).verdict == "wrong" for s in WRONG)
+
+
+def test_thirty_percent_rule_at_0_exactly_30_and_just_over(think_stage, think_row):
+    zero = RIGHT[:10]
+    thirty = RIGHT[:7] + WRONG[:3]  # 3 of 10
+    over = RIGHT[:9] + WRONG[:4]  # 4 of 13 = 30.8%
+    (j0, s0, r0), (j30, s30, r30), (jo, so, ro) = settle(
+        think_stage, think_row, [(TEMPO_ITEM, zero, "About 120 BPM."), (TEMPO_ITEM, thirty, "About 120 BPM."),
+                                 (TEMPO_ITEM, over, "About 120 BPM.")])
+
+    # 0%: kept as written, no LLM request
+    (record,) = r0
+    (chain,) = record.chains
+    assert chain.action == "kept" and chain.rewrites == 0 and chain.step_error_rate == chain.first_error_rate == 0.0
+    assert [s.text for s in chain.steps] == zero
+    assert all(s.verdict == "correct" and s.checked_by == "mir" for s in chain.steps)
+    assert s0.usage.requests == 0
+
+    # exactly 30%: rewritten (the rule includes the edge): the real LLM was asked to fix the three steps
+    assert j30.first_error_rate == pytest.approx(0.3)
+    assert s30.usage.requests >= 1 and j30.failed is None
+    assert j30.rewrites == 1 or j30.dropped[0] == "llm_invalid_output"  # applied, or the fix itself failed
+    assert_rechecked(think_stage, j30, s30, r30, first_draft=thirty)
+
+    # 4 of 13 (30.8%): dropped at once with a reject giving the ratio, no rewrite asked
+    (reject,) = ro
+    assert isinstance(reject, Reject) and reject.stage == "think" and reject.error == "too_many_wrong_steps"
+    assert "4 of 13 steps wrong (30.8%)" in reject.message and "more than 30%" in reject.message
+    assert "qa[0] (attribute)" in reject.message and "first draft" in reject.message
+    assert jo.rewrites == 0 and so.usage.requests == 0
+
+
+def assert_rechecked(stage, job, song, results, first_draft):
+    """After a rewrite the chain's verdicts are those of its NEW text, checked again."""
+    for text, check in zip(job.steps, job.checks):
+        assert song.checked[text] == check
+        mir = mir_check(text, MIR)
+        if mir is not None:
+            assert check.verdict == mir.verdict and check.checked_by == "mir"
+        else:
+            assert check.checked_by == "audio_lm"
+    still_wrong = [t for t in job.steps if t in WRONG[:3]]
+    if job.chain is not None:
+        (record,) = results
+        (chain,) = record.chains
+        assert chain.action == "rewritten" and chain.rewrites == 1 and chain.step_error_rate == 0.0
+        assert chain.first_error_rate == pytest.approx(0.3) and not still_wrong
+        assert [s.text for s in chain.steps] == job.steps != first_draft
+        assert parse(chain.text).steps == job.steps
+    else:
+        # the rewrite did not fix everything: the re-check caught it and the chain is gone
+        assert [type(r) for r in results] == [Reject]
+        assert results[0].error in ("still_wrong_after_rewrite", "too_many_wrong_steps", "llm_invalid_output")
+        if results[0].error != "llm_invalid_output":
+            assert "after 1 rewrite(s) (first draft 30.0%)" in results[0].message
+
+
+class ScriptedFixes(ThinkStage):
+    """The real stage with the LLM's fixes replaced by scripted ones, to show what the re-check
+    does with a rewrite that is right, still wrong, or deletes steps (the LLM picks its own words)."""
+
+    script: list[tuple[list[str], str]] = []
+
+    async def rewrite(self, song, job):
+        fixes, answer = self.script[job.rewrites]
+        self.apply_fix(job, fixes, answer)
+
+
+@pytest.fixture(scope="module")
+def scripted(tiny_audio_lm):
+    stage = ScriptedFixes.from_config(config("llm.base_url=http://127.0.0.1:9/v1", "think.rewrite_budget=2"),
+                          RunInfo("test-think", "scripted"))
+    stage.setup()
+    yield stage
+    stage.teardown()
+
+
+def test_a_rewrite_that_fixes_the_steps_is_kept_as_rewritten(scripted, think_row):
+    draft = RIGHT[:7] + WRONG[:3]
+    scripted.script = [(["The tempo is 120 BPM.", "The song is in C major.", ""], "About 120 BPM.")]
+    ((job, _, results),) = settle(scripted, think_row, [(TEMPO_ITEM, draft, "About 120 BPM.")])
+    (record,) = results
+    (chain,) = record.chains
+    assert chain.action == "rewritten" and chain.rewrites == 1
+    assert chain.first_error_rate == pytest.approx(0.3) and chain.step_error_rate == 0.0
+    assert [s.text for s in chain.steps] == RIGHT[:7] + ["The tempo is 120 BPM.", "The song is in C major."]
+    assert all(s.verdict == "correct" for s in chain.steps)
+
+
+def test_a_rewrite_that_is_still_wrong_is_caught_by_the_recheck(scripted, think_row):
+    draft = RIGHT[:9] + WRONG[:1]  # 10%
+    scripted.script = [(["The tempo is 60 BPM."], "About 120 BPM."), (["The tempo is 200 BPM."], "About 120 BPM.")]
+    ((job, _, results),) = settle(scripted, think_row, [(TEMPO_ITEM, draft, "About 120 BPM.")])
+    (reject,) = results
+    assert reject.error == "still_wrong_after_rewrite" and job.rewrites == 2
+    assert "after 2 rewrite(s) (first draft 10.0%)" in reject.message and "1 of 10 steps wrong" in reject.message
+    assert "'The tempo is 200 BPM.'" in reject.message and "120.0 BPM" in reject.message
+
+
+def test_a_second_rewrite_can_finish_the_job(scripted, think_row):
+    draft = RIGHT[:8] + WRONG[:2]  # 20%
+    scripted.script = [(["The tempo is 60 BPM.", "The song is in C major."], "About 120 BPM."),
+                       (["The tempo is 120 BPM."], "About 120 BPM.")]
+    ((job, _, results),) = settle(scripted, think_row, [(TEMPO_ITEM, draft, "About 120 BPM.")])
+    (chain,) = results[0].chains
+    assert chain.rewrites == 2 and chain.first_error_rate == pytest.approx(0.2) and chain.step_error_rate == 0.0
+
+
+def test_a_wrong_multiple_choice_answer_is_rewritten_then_dropped(scripted, think_row):
+    scripted.script = [([], "A"), ([], "A")]  # keeps answering "C minor"
+    ((job, _, results),) = settle(scripted, think_row, [(KEY_ITEM, RIGHT[:4], "A")])
+    (reject,) = results
+    assert reject.error == "wrong_answer" and "'C minor'" in reject.message and "'C major'" in reject.message
+    scripted.script = [([], "B")]
+    ((job, _, results),) = settle(scripted, think_row, [(KEY_ITEM, RIGHT[:4], "A")])
+    (chain,) = results[0].chains
+    assert chain.answer == "C major" == chain.reference_answer and chain.action == "rewritten"
+    assert parse(chain.text).answer == "C major"
+
+
+def test_selection_takes_kept_items_the_audio_lm_got_wrong_first_then_hard_skills(think_stage):
+    qa = [{"skill": s, "question": f"q{i}", "answer": "x", "options": ["x", "y"] if mc else []}
+          for i, (s, mc) in enumerate([("attribute", True), ("temporal", False), ("temporal", False),
+                                       ("harmony_theory", True), ("lyric_vocal", True), ("harmony_theory", False),
+                                       ("attribute", False)])]
+    judged = [{"index": i, "keep": i != 3, "audio_lm_correct": {0: False, 3: False, 4: True}.get(i)}
+              for i in range(len(qa))]
+    row = {"synthesize": {"qa": qa}, "filter": {"qa": judged}}
+    stage = ThinkStage.from_config(config("think.max_chains_per_song=10"), RunInfo("t", "t"))
+    picked = stage.select(row)
+    # 0: audio-LM wrong (3 too, but the filter dropped it); then hard skills, skills taking turns
+    assert [p.index for p in picked] == [0, 1, 5, 2]
+    assert "audio-LM itself chose" in picked[0].because and "hard_skills" in picked[1].because
+    assert [p.index for p in think_stage.select(row)] == [0, 1]  # cpu profile: at most 2 per song
+
+
+def test_whole_batch_with_the_real_llm(think_stage, song_rows, filter_stage):
+    rows = [dict(song_rows[name]) for name in list(TRUTH)[:2]]
+    for row, judged in zip(rows, filter_stage.process_batch(rows)):
+        row["filter"] = judged.model_dump()
+        row["lyrics"] = None
+    results = think_stage.process_batch(rows)
+    by_song = {row["song_id"]: [r for r in results if r.song_id == row["song_id"]] for row in rows}
+    for row in rows:
+        mine = by_song[row["song_id"]]
+        assert mine, "every song gets a record or rejects"
+        records = [r for r in mine if isinstance(r, ThinkRecord)]
+        rejects = [r for r in mine if isinstance(r, Reject)]
+        selected = think_stage.select(row)
+        assert len(records) <= 1
+        if records:
+            (record,) = records
+            assert record.considered == len(selected) == len(record.chains) + record.dropped
+            assert record.dropped == len(rejects) and record.usage.requests >= len(selected)
+            for chain in record.chains:
+                assert chain.qa_index in [s.index for s in selected]
+                assert chain.action in ("kept", "rewritten") and chain.step_error_rate == 0.0
+                assert all(s.verdict in ("correct", "unverifiable") for s in chain.steps)
+                assert parse(chain.text).steps == [s.text for s in chain.steps]
+                assert parse(chain.text).answer == chain.answer
+                assert chain.answer == chain.reference_answer or not chain.options
+            prov = record.provenance
+            assert [m.role for m in prov.models] == ["llm", "step_checker"] and prov.models[1].random_weights
+            assert prov.prompt.id == "think" and '"max_wrong_ratio": 0.3' in prov.settings
+            assert '"rewrite_budget": 1' in prov.settings and "audiolm_yes_no" in prov.settings
+        else:
+            assert len(rejects) == len(selected) > 0
+        for reject in rejects:
+            assert reject.error in ("too_many_wrong_steps", "still_wrong_after_rewrite", "wrong_answer") \
+                or reject.error.startswith("llm_"), reject
+
+
+def test_songs_without_upstream_or_without_challenging_items(think_stage, think_row):
+    no_filter = {**think_row, "filter": None}
+    none_kept = {**think_row, "song_id": "none-kept",
+                 "filter": {**think_row["filter"], "qa": [dict(q, keep=False) for q in think_row["filter"]["qa"]]}}
+    results = think_stage.process_batch([no_filter, none_kept])
+    (reject,) = [r for r in results if isinstance(r, Reject)]
+    assert reject.error == "no_filter" and reject.retryable and reject.song_id == think_row["song_id"]
+    (record,) = [r for r in results if isinstance(r, ThinkRecord)]
+    assert record.song_id == "none-kept" and record.chains == [] and record.considered == 0
+    assert any("no challenging item" in n for n in record.provenance.notes)

@@ -1,0 +1,1 @@
+"""Test support: helpers, toy stages and fixtures, shared by every test folder."""
