@@ -14,7 +14,15 @@ tokens) with the caption prompt, as the caption stage sends them.
 
 Reports windows/s for `AudioLM.generate` batched (per batch size) and for the
 model card's way (one conversation per `generate` call), the speed-up, and
-peak GPU memory. Target from the issue: batched >= 20x the loop.
+peak GPU memory. Target from the issue: batched >= 20x the loop. Besides:
+yes/no judgements per second as the quality filter makes them (`AudioLM.yes_no`,
+one forward pass each, batched), and whether batched greedy captions equal
+one-at-a-time ones window by window (transformers#44155 reports leakage between
+tracks in AF3 batches; in bf16 a few tokens may also differ from kernel
+rounding alone, so the report gives the first differing token per window).
+
+This is the check to run on a lent GPU machine (CUDA torch + transformers only,
+no vLLM, Ray or NeMo): `python bench/caption.py --json`.
 """
 
 from __future__ import annotations
@@ -30,34 +38,9 @@ import numpy as np
 
 def full_size_model(attn: str):
     """Music Flamingo at the 8B checkpoint's sizes, random bf16 weights, built on the GPU."""
-    import torch
-    from transformers import (AudioFlamingo3EncoderConfig, AutoProcessor, MusicFlamingoConfig,
-                              MusicFlamingoForConditionalGeneration, Qwen2Config)
+    from mfpipe.localmodels.music_flamingo import build_full_size_random
 
-    from mfpipe.localmodels.music_flamingo import build_tiny_music_flamingo
-
-    # The processor (feature extractor, chat format) of the tiny model: the benchmark only
-    # needs token ids below the vocabulary size and the right number of audio tokens.
-    folder = Path(tempfile.mkdtemp()) / "processor"
-    build_tiny_music_flamingo(folder)
-    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-    ids = processor.tokenizer.convert_tokens_to_ids(["<sound>", "<|sound_bos|>", "<|sound_eos|>", "<|im_end|>"])
-    config = MusicFlamingoConfig(
-        audio_config=AudioFlamingo3EncoderConfig(num_mel_bins=128, encoder_layers=32, d_model=1280,
-                                                 encoder_attention_heads=20, encoder_ffn_dim=5120,
-                                                 max_source_positions=1500),
-        text_config=Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
-                                num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                                max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
-                                tie_word_embeddings=False),
-        audio_token_id=ids[0], audio_bos_token_id=ids[1], audio_eos_token_id=ids[2],
-    )
-    with torch.device("cuda"):
-        model = MusicFlamingoForConditionalGeneration._from_config(config, dtype=torch.bfloat16,
-                                                                   attn_implementation=attn)
-    model.generation_config.eos_token_id = ids[3]
-    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    return model.eval(), processor
+    return build_full_size_random(device="cuda", attn=attn)
 
 
 def tiny_model(attn: str):
@@ -107,6 +90,38 @@ def timed(lm, queries, new_tokens: int, batch_size: int) -> dict:
             "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
 
 
+def judgements(lm, queries, count: int, batch_size: int) -> dict:
+    """Yes/no judgements per second, as the quality filter asks them (one forward pass each)."""
+    import torch
+
+    from mfpipe.backends.audiolm import Query
+
+    asked = [Query(q.audio, "Is the proposed answer right for the music you hear? Proposed answer: a piano.")
+             for q in (queries * (count // len(queries) + 1))[:count]]
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    answers = lm.yes_no(asked, batch_size=batch_size)
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    assert all(a.error is None for a in answers), next(a.error for a in answers if a.error)
+    return {"judgements": count, "batch_size": batch_size, "seconds": round(seconds, 3),
+            "per_s": round(count / seconds, 2)}
+
+
+def same_when_batched(lm, queries, new_tokens: int, batch_size: int) -> dict:
+    """Greedy captions of the same windows batched and one at a time: identical, or where they part."""
+    together = lm.generate(queries, max_new_tokens=new_tokens, min_new_tokens=new_tokens, batch_size=batch_size)
+    alone = lm.generate(queries, max_new_tokens=new_tokens, min_new_tokens=new_tokens, batch_size=1)
+    first = []
+    for a, b in zip(together, alone):
+        ta, tb = lm.tokenizer.encode(a.text or ""), lm.tokenizer.encode(b.text or "")
+        first.append(next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y),
+                          None if len(ta) == len(tb) else min(len(ta), len(tb))))
+    return {"windows": len(queries), "identical": sum(f is None for f in first), "first_difference": first}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("auto", "full", "tiny"), default="auto",
@@ -119,6 +134,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads; the tiny variant defaults to 1 (a 64-wide model gains nothing "
                              "from more, and busy cores make OpenMP spin)")
+    parser.add_argument("--judgements", type=int, default=None, help="yes/no judgements to time (batched)")
+    parser.add_argument("--equal-windows", type=int, default=None,
+                        help="windows whose batched and one-at-a-time greedy captions are compared")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args()
 
@@ -150,6 +168,9 @@ def main() -> None:
     lm.generate(queries[:2], max_new_tokens=4, batch_size=2)  # warm-up: kernels, allocator
     runs = [timed(lm, queries[:windows], args.new_tokens, b) for b in batches]
     loop = timed(lm, queries[:loop_windows], args.new_tokens, 1)
+    judged = judgements(lm, queries, args.judgements or (4 * max(batches) if size == "full" else 16), max(batches))
+    equal = same_when_batched(lm, queries[: args.equal_windows or (16 if size == "full" else 8)], args.new_tokens,
+                              max(batches))
     best = max(runs, key=lambda r: r["windows_per_s"])
     report = {
         "variant": size,
@@ -159,7 +180,7 @@ def main() -> None:
         "dtype": str(lm.dtype).replace("torch.", ""), "attn": lm.attn_implementation,
         "new_tokens": args.new_tokens, "build_s": round(build_s, 1),
         "weights_gib": round(weights_gib, 2) if weights_gib is not None else None,
-        "batched": runs, "loop": loop,
+        "batched": runs, "loop": loop, "yes_no": judged, "batched_equals_unbatched": equal,
         "speedup_best": round(best["windows_per_s"] / loop["windows_per_s"], 2),
         "target_speedup": 20,
     }
@@ -176,6 +197,10 @@ def main() -> None:
         print(f"  {label:<32} {r['windows']:>4} windows in {r['seconds']:>8.2f} s = "
               f"{r['windows_per_s']:>8.3f} windows/s{mem}")
     print(f"  speed-up of the best batch size over the loop: {report['speedup_best']}x (target >= 20x on a GPU)")
+    print(f"  yes/no judgements: {judged['judgements']} in {judged['seconds']} s = {judged['per_s']}/s "
+          f"(batch {judged['batch_size']})")
+    print(f"  batched = one at a time: {equal['identical']} of {equal['windows']} windows identical; "
+          f"first differing token per window: {equal['first_difference']}")
 
 
 if __name__ == "__main__":

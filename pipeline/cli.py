@@ -209,6 +209,10 @@ def _print_summary(result: RunResult) -> None:
                       f"{s.seconds:.1f}")
     out.print(table)
     for s in result.stages:
+        if s.counts:
+            console.print(f"{s.stage}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s.counts.items()))
+        for note in s.notes:
+            console.print(f"{s.stage}: {note}")
         if s.error:
             console.print(f"[bold red]{s.stage} failed:[/] {s.error}")
     if result.ignored_inputs:

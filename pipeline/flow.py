@@ -47,6 +47,7 @@ class StageSummary:
     pending: int = 0  # units left for a later run (a stop, an outage, a failed upstream)
     deferred: int = 0  # times a song was put back because a shared service failed
     busy_seconds: float = 0.0  # time the workers spent on batches (summed over workers)
+    counts: dict[str, int] = field(default_factory=dict)  # summed `Stage.counts` of the records written
     first_commit_s: float | None = None  # from the run's start to this stage's first committed shard
     finished_s: float | None = None  # from the run's start to this stage's end
     notes: list[str] = field(default_factory=list)
@@ -513,6 +514,8 @@ class StageFlow:
                 continue
             self.written[rec.song_id] = rec.source
             kept.append(rec)
+            for name, value in self.cls.counts(rec).items():
+                self.summary.counts[name] = self.summary.counts.get(name, 0) + value
         self.records.write(to_table(kept, self.cls.record))
         self.rejects.write(to_table(rejects, Reject))
         self.summary.rows_out += len(kept)

@@ -185,6 +185,11 @@ class Stage:
     def upstream(cls) -> tuple[str, ...]:
         return tuple(dict.fromkeys(cls.requires + cls.uses))
 
+    @classmethod
+    def counts(cls, record: SongRecord) -> dict[str, int]:
+        """Facts about one written record that the run summary adds up (e.g. items the audio-LM judged)."""
+        return {}
+
     # ---------------------------------------------------------------- map stages
     def setup(self) -> None:
         """Load models / tools once per worker. Heavy imports belong here, not at module top."""

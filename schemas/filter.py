@@ -33,3 +33,4 @@ class FilterRecord(SongRecord):
     qa: list[QaJudgement] = Field(default_factory=list)
     kept_items: int = 0  # caption + QA items with keep=true
     dropped_items: int = 0
+    judged_items: int = 0  # items the audio-LM really judged (the rest: not judged, see their reasons)

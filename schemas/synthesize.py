@@ -120,12 +120,26 @@ class StrictChoiceQaDraft(ChoiceQaDraft):
         return options
 
 
+# Characters per word used to turn a word count into the schema's minLength (English prose runs
+# ~5.5 with the space; a little under, so a caption of enough words is never refused by its length).
+CHARS_PER_WORD = 5
+
+
 @lru_cache(maxsize=None)
-def caption_draft(max_chars: int) -> type[Record]:
-    """{"caption": str} with the configured length cap."""
+def caption_draft(max_chars: int, min_words: int = 1) -> type[Record]:
+    """{"caption": str} between `min_words` words (the schema's minLength, so the server's grammar
+    holds the model to it) and `max_chars` characters."""
+
+    def enough_words(value: str) -> str:
+        words = len(value.split())
+        if words < min_words:
+            raise ValueError(f"the caption has {words} words; it must have at least {min_words} (it is too short)")
+        return value
+
     return create_model(
         "CaptionDraft", __base__=Record,
-        caption=(str, Field(min_length=1, max_length=max_chars)),
+        caption=(str, Field(min_length=max(1, min(min_words * CHARS_PER_WORD, max_chars)), max_length=max_chars)),
+        __validators__={"enough_words": field_validator("caption")(enough_words)},
     )
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, create_model
 
 from .common import Record, SongRecord
-from .synthesize import LlmUsage
+from .common import LlmUsage
 
 
 class ChainStep(Record):

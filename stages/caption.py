@@ -49,7 +49,7 @@ class CaptionStage(Stage):
     @classmethod
     def banner_notes(cls, settings) -> list[str]:
         return refs.stand_in_notes(settings.own.model,
-                                   "uses a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): the "
+                                   "uses a tiny RANDOM-WEIGHT stand-in for Music Flamingo: the "
                                    "captions are noise, made only to exercise the pipeline")
 
     def setup(self) -> None:

@@ -100,7 +100,7 @@ class FilterStage(Stage):
     @classmethod
     def banner_notes(cls, settings) -> list[str]:
         return refs.stand_in_notes(settings.own.model,
-                                   "judges with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu profile): "
+                                   "judges with a tiny RANDOM-WEIGHT stand-in for Music Flamingo: "
                                    "its judgements are noise, made only to exercise the pipeline")
 
     # ------------------------------------------------------------ worker side
@@ -123,6 +123,11 @@ class FilterStage(Stage):
         ), sort_keys=True)
         self.model_refs = [self.lm.model_ref("judge")]
         self.prompt_ref = self.prompt.ref()
+
+    @classmethod
+    def counts(cls, record: FilterRecord) -> dict[str, int]:
+        return {"items": record.kept_items + record.dropped_items, "judged_by_audio_lm": record.judged_items,
+                "kept": record.kept_items}
 
     def tool_versions(self) -> list[ToolVersion]:
         from importlib.metadata import version
@@ -184,9 +189,10 @@ class FilterStage(Stage):
         caption = self._caption(song, synth, mir, scored)
         qa = [self._qa(song, i, item, synth, mir, answered, chosen) for i, item in enumerate(synth.get("qa") or [])]
         kept = int(caption.keep) + sum(q.keep for q in qa)
+        judged = int(caption.score is not None) + sum(q.p_yes is not None for q in qa)
         return FilterRecord(
             song_id=row["song_id"], source=row["source"], caption=caption, qa=qa,
-            kept_items=kept, dropped_items=1 + len(qa) - kept,
+            kept_items=kept, dropped_items=1 + len(qa) - kept, judged_items=judged,
             provenance=self.provenance(models=self.model_refs, prompt=self.prompt_ref, settings=self.settings,
                                        notes=notes),
         )

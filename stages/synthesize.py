@@ -58,6 +58,9 @@ class SynthesizeConfig(StageConfig):
     target_words: int = Field(450, ge=20, description="Rich caption length the prompt asks for (paper: ~452).")
     caption_chars_per_word: float = Field(9.0, ge=4, description="Hard cap on the caption (JSON-schema "
                                           "maxLength), in characters per target word.")
+    caption_min_ratio: float = Field(0.6, ge=0, le=1, description="A rich caption has at least this share of "
+                                     "target_words (the schema's minLength; a shorter one gets one repair request, "
+                                     "then the song is rejected as caption_too_short).")
     qa_open_per_skill: int = Field(2, ge=0, le=10, description="Open-ended questions per skill.")
     qa_choice_per_skill: int = Field(2, ge=0, le=10, description="Multiple-choice questions per skill.")
     choice_options: int = Field(4, ge=2, le=6, description="Options per multiple-choice question.")
@@ -150,7 +153,8 @@ class SynthesizeStage(Stage):
                     {"role": "user", "content": f"{prefix}\n\n{str(task).strip()}"}]
 
         max_chars = int(cfg.target_words * cfg.caption_chars_per_word)
-        out = [LlmRequest("caption", messages(t.task_caption(cfg.target_words)), caption_draft(max_chars)),
+        min_words = max(1, int(cfg.target_words * cfg.caption_min_ratio))
+        out = [LlmRequest("caption", messages(t.task_caption(cfg.target_words)), caption_draft(max_chars, min_words)),
                LlmRequest("metadata", messages(t.task_metadata()), MetadataDraft)]
         if cfg.qa_open_per_skill or cfg.qa_choice_per_skill:
             model = qa_draft(cfg.qa_open_per_skill, cfg.qa_choice_per_skill, cfg.choice_options)
@@ -184,6 +188,9 @@ class SynthesizeStage(Stage):
             more = f" (and {len(failed) - 1} more part(s) failed)" if len(failed) > 1 else ""
             if any(r.error in OUTAGE_ERRORS for _, r in failed):
                 return self.defer(row, "llm", f"{part}: {res.message}{more}"[:2000])
+            if part == "caption" and res.error == "invalid_output" and "at least" in res.message:
+                return self.reject(row, "caption_too_short", f"caption: {res.message}, after one repair "
+                                   f"request{more}"[:2000], retryable=True)
             return self.reject(row, f"llm_{res.error}", f"{part}: {res.message}{more}"[:2000],
                                retryable=res.retryable)
         return self._record(row, song, parts, usage)

@@ -196,8 +196,7 @@ class ThinkStage(Stage):
     @classmethod
     def banner_notes(cls, settings: StageSettings) -> list[str]:
         notes = refs.stand_in_notes(settings.own.model,
-                                    "checks steps with a tiny RANDOM-WEIGHT stand-in for Music Flamingo (cpu "
-                                    "profile): its judgements are noise, made only to exercise the pipeline")
+                                    "checks steps with a tiny RANDOM-WEIGHT stand-in for Music Flamingo: its judgements are noise, made only to exercise the pipeline")
         llm = settings.shared["llm"]
         if llm.base_url:
             notes.append(f"LLM {llm.model} at {llm.base_url}")
@@ -235,6 +234,13 @@ class ThinkStage(Stage):
     def teardown(self) -> None:
         if getattr(self, "session", None) is not None:
             self.session.close()
+
+    @classmethod
+    def counts(cls, record: ThinkRecord) -> dict[str, int]:
+        steps = [step for chain in record.chains for step in chain.steps]
+        return {"chains": len(record.chains), "steps": len(steps),
+                "steps_checked_by_audio_lm": sum(s.checked_by == "audio_lm" and s.verdict != "unverifiable"
+                                                 for s in steps)}
 
     def tool_versions(self) -> list[ToolVersion]:
         from importlib.metadata import version

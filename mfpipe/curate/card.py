@@ -67,6 +67,15 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
     total = [sum(c[k] for c in items.values()) for k in ("generated", "dropped", "unjudged", "exported")]
     rows.append(["**total**", *total, tables["mf_think"]["rows"]])
     out.append(_table(["skill", "generated", "dropped", "not judged", "mf_skills rows", "mf_think rows"], rows))
+    judged = manifest.get("audio_lm") or {}
+    if judged.get("items_with_a_verdict"):
+        out.append(f"\nThe audio-LM itself judged {judged['judged_by_audio_lm']} of the "
+                   f"{judged['items_with_a_verdict']} items the filter has a verdict for (the others: it put too "
+                   "little probability on any answer, so only the MIR checks and `filter.keep_unjudged` decided).\n")
+    steps = judged.get("chain_steps") or {}
+    if steps:
+        out.append(f"\nSteps of the exported chains: {steps.get('audio_lm', 0)} checked by the audio-LM, "
+                   f"{steps.get('mir', 0)} by the MIR facts, {steps.get('unverifiable', 0)} unverifiable.\n")
     if manifest.get("filter_drop_reasons"):
         out.append("\nWhy the filter dropped items (most frequent reasons):\n\n")
         out.append(_table(["reason", "items"], [[r, n] for r, n in manifest["filter_drop_reasons"].items()]))

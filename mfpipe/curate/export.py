@@ -101,6 +101,9 @@ class Tally:
     think_actions: Counter = field(default_factory=Counter)  # kept / rewritten / other
     think_by_skill: Counter = field(default_factory=Counter)
     think_stale_chains: int = 0
+    filter_seen: int = 0  # items the filter has a fresh verdict for
+    audio_lm_judged: int = 0  # ...of which the audio-LM really judged (a score, a P(yes))
+    chain_steps: Counter = field(default_factory=Counter)  # exported chains' steps by who checked them
 
     def items_json(self) -> dict[str, dict[str, int]]:
         skills = ["caption", *SKILLS] + sorted(set(self.generated) - {"caption", *SKILLS})
@@ -246,6 +249,9 @@ class Builder:
         out = []
         for _, skill, _, _, _, index in items:
             j = judged["caption"] if index is None else by_index.get(index)
+            if j is not None:
+                self.tally.filter_seen += 1
+                self.tally.audio_lm_judged += int((j.get("score") if index is None else j.get("p_yes")) is not None)
             if j is None or (index is not None and j.get("skill") != skill):
                 self.tally.unjudged[skill] += 1
                 out.append(None)
@@ -273,6 +279,10 @@ class Builder:
                                    (self.lookups.filter or {}).get(sid, {}).get("provenance")) if p]
         provenance += self.lookups.upstream_provenance(sid)
         rows = []
+        for chain in chains:
+            for step in chain.get("steps") or []:
+                who = step.get("checked_by") if step.get("verdict") != "unverifiable" else "unverifiable"
+                self.tally.chain_steps[who] += 1
         for n, chain in enumerate(chains):
             self.tally.think_actions[chain["action"]] += 1
             if chain["action"] not in KEPT_ACTIONS:
@@ -386,6 +396,8 @@ def _manifest(run, tally: Tally, tables: dict[str, Any], has_filter: bool, has_t
                   "stale_filter": tally.stale_filter_songs},
         "items": tally.items_json(),
         "filter_drop_reasons": dict(tally.drop_reasons.most_common(20)),
+        "audio_lm": {"items_with_a_verdict": tally.filter_seen, "judged_by_audio_lm": tally.audio_lm_judged,
+                     "chain_steps": dict(tally.chain_steps)},
         "think_chains": {"songs": tally.think_songs, "considered": tally.think_considered,
                          "dropped": tally.think_dropped, "stale": tally.think_stale_chains,
                          "by_action": dict(tally.think_actions)},

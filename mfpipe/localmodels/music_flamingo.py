@@ -128,10 +128,51 @@ def _config(tokenizer):
     )
 
 
+def full_size_config(tokenizer):
+    """The 8B checkpoint's sizes (nvidia/music-flamingo-2601-hf: AF-Whisper encoder = Whisper large-v3,
+    32 layers x 1280; Qwen2.5-7B decoder, 28 layers x 3584, head_dim 256 for the time embeddings), with
+    this tokenizer's special-token ids: for GPU benchmarks and rehearsals with RANDOM weights."""
+    from transformers import AudioFlamingo3EncoderConfig, MusicFlamingoConfig, Qwen2Config
+
+    ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
+    return MusicFlamingoConfig(
+        audio_config=AudioFlamingo3EncoderConfig(num_mel_bins=128, encoder_layers=32, d_model=1280,
+                                                 encoder_attention_heads=20, encoder_ffn_dim=5120,
+                                                 max_source_positions=1500),
+        text_config=Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                                num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                                max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+        audio_token_id=ids[3], audio_bos_token_id=ids[4], audio_eos_token_id=ids[5],
+        head_dim=256,  # the rotary time embedding's width, as the checkpoint's conversion sets it
+    )
+
+
+def build_full_size_random(folder: Path | None = None, *, device: str = "cuda", attn: str = "sdpa"):
+    """Music Flamingo at the 8B sizes with RANDOM bf16 weights, built on `device` → (model, processor);
+    saved to `folder` (~17 GB) when given, so pipeline workers can load it by path."""
+    import torch
+    from transformers import MusicFlamingoForConditionalGeneration
+
+    processor = _processor(0)
+    with torch.device(device):
+        model = MusicFlamingoForConditionalGeneration._from_config(full_size_config(processor.tokenizer),
+                                                                   dtype=torch.bfloat16, attn_implementation=attn)
+    if folder is not None:
+        _save(model, processor, Path(folder), {"name": "music-flamingo-8b-random", "random_weights": True,
+                                               "about": "Music Flamingo at the 8B sizes with RANDOM weights"})
+    else:
+        ids = processor.tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
+        model.generation_config.eos_token_id = ids[2]
+        model.generation_config.pad_token_id = ids[0]
+    return model.eval(), processor
+
+
 def _save(model, processor, folder: Path, info: dict) -> Path:
     ids = processor.tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
     model.generation_config.eos_token_id = ids[2]
     model.generation_config.pad_token_id = ids[0]
+    folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     (folder / MARKER).write_text(json.dumps({**info, "builder_version": _BUILDER_VERSION}, indent=2))

@@ -23,13 +23,22 @@ _TINY_WORDS = ("harbor lights are shining carry me back home tonight the river k
                "morning brings music song sing along with love night day heart").split()
 
 
-def build_tiny_parakeet(path: Path, *, seed: int = 0) -> Path:
-    """Write a tiny RANDOM-WEIGHT Parakeet-family model (FastConformer encoder, TDT decoder) as a `.nemo`.
+# Sizes: the tiny stand-in, and Parakeet TDT 0.6B's own (FastConformer XL: 24 layers of 1024, 8 heads,
+# 256 subsampling channels, a 640-wide prediction net and joint, 1024 tokens) for GPU rehearsals.
+TINY = {"d_model": 64, "layers": 2, "heads": 2, "conv_channels": 32, "pred": 64, "vocab": 64, "ff": 2, "spread": 4.0}
+FULL_0_6B = {"d_model": 1024, "layers": 24, "heads": 8, "conv_channels": 256, "pred": 640, "vocab": 1024, "ff": 4,
+             "spread": 1.0}
 
-    SentencePiece BPE tokenizer trained here; 2 encoder layers of width 64 with 8x
+
+def build_tiny_parakeet(path: Path, *, seed: int = 0, sizes: dict | None = None) -> Path:
+    """Write a RANDOM-WEIGHT Parakeet-family model (FastConformer encoder, TDT decoder) as a `.nemo`.
+
+    SentencePiece BPE tokenizer trained here; by default 2 encoder layers of width 64 with 8x
     depthwise-striding subsampling (80 ms per step, like Parakeet); RNNT decoder and joint
-    with 5 TDT durations. Its transcripts are noise, its timestamps real model output.
+    with 5 TDT durations (`sizes=FULL_0_6B`: the 0.6B model's sizes). Its transcripts are
+    noise, its timestamps real model output.
     """
+    sizes = {**TINY, **(sizes or {})}
     import tempfile
 
     import sentencepiece as spm
@@ -45,19 +54,22 @@ def build_tiny_parakeet(path: Path, *, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
         tok = Path(tmp)
-        (tok / "text.txt").write_text("\n".join(" ".join(rng.choice(_TINY_WORDS, 10)) for _ in range(400)))
+        words = _TINY_WORDS if sizes["vocab"] <= 64 else \
+            ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(3, 9))) for _ in range(5000)]
+        lines = 400 if sizes["vocab"] <= 64 else 4000
+        (tok / "text.txt").write_text("\n".join(" ".join(rng.choice(words, 10)) for _ in range(lines)))
         spm.SentencePieceTrainer.train(input=str(tok / "text.txt"), model_prefix=str(tok / "tokenizer"),
-                                       vocab_size=64, model_type="bpe", bos_id=-1, eos_id=-1,
+                                       vocab_size=sizes["vocab"], model_type="bpe", bos_id=-1, eos_id=-1,
                                        character_coverage=1.0, minloglevel=2)
         sp = spm.SentencePieceProcessor(model_file=str(tok / "tokenizer.model"))
         (tok / "vocab.txt").write_text("\n".join(sp.id_to_piece(i) for i in range(sp.get_piece_size())) + "\n")
         torch.manual_seed(seed)
-        model = EncDecRNNTBPEModel(cfg=OmegaConf.create(_tiny_parakeet_config(str(tok))), trainer=None)
+        model = EncDecRNNTBPEModel(cfg=OmegaConf.create(_tiny_parakeet_config(str(tok), sizes)), trainer=None)
         with torch.no_grad():  # a wider spread than the usual init: many short (noise) words, not one long one
             for module in (model.encoder, model.decoder, model.joint):
                 for param in module.parameters():
                     if param.dim() >= 2:
-                        param.mul_(4.0)
+                        param.mul_(sizes["spread"])
         model.save_to(str(path))
     Path(f"{path}.{MARKER}").write_text(json.dumps({
         "name": TINY_PARAKEET, "random_weights": True, "seed": seed,
@@ -66,31 +78,32 @@ def build_tiny_parakeet(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
-def _tiny_parakeet_config(tokenizer_dir: str, d: int = 64) -> dict:
+def _tiny_parakeet_config(tokenizer_dir: str, sizes: dict) -> dict:
+    d, pred = sizes["d_model"], sizes["pred"]
     durations = [0, 1, 2, 3, 4]
     return {
         "sample_rate": SAMPLE_RATE,
         "tokenizer": {"dir": tokenizer_dir, "type": "bpe"},
-        "model_defaults": {"enc_hidden": d, "pred_hidden": d, "joint_hidden": d, "tdt_durations": durations,
+        "model_defaults": {"enc_hidden": d, "pred_hidden": pred, "joint_hidden": pred, "tdt_durations": durations,
                            "num_tdt_durations": len(durations)},
         "preprocessor": {"_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
                          "sample_rate": SAMPLE_RATE, "normalize": "per_feature", "window_size": 0.025,
                          "window_stride": 0.01, "window": "hann", "features": 80, "n_fft": 512, "log": True,
                          "frame_splicing": 1, "dither": 0.0, "pad_to": 0, "pad_value": 0.0},
         "encoder": {"_target_": "nemo.collections.asr.modules.ConformerEncoder", "feat_in": 80, "feat_out": -1,
-                    "n_layers": 2, "d_model": d, "subsampling": "dw_striding", "subsampling_factor": 8,
-                    "subsampling_conv_channels": 32, "causal_downsampling": False, "ff_expansion_factor": 2,
-                    "self_attention_model": "rel_pos", "n_heads": 2, "att_context_size": [-1, -1],
+                    "n_layers": sizes["layers"], "d_model": d, "subsampling": "dw_striding", "subsampling_factor": 8,
+                    "subsampling_conv_channels": sizes["conv_channels"], "causal_downsampling": False,
+                    "ff_expansion_factor": sizes["ff"], "self_attention_model": "rel_pos", "n_heads": sizes["heads"], "att_context_size": [-1, -1],
                     "xscaling": True, "untie_biases": True, "pos_emb_max_len": 5000, "conv_kernel_size": 9,
                     "conv_norm_type": "batch_norm", "dropout": 0.0, "dropout_pre_encoder": 0.0,
                     "dropout_emb": 0.0, "dropout_att": 0.0},
         "decoder": {"_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
                     "random_state_sampling": False, "blank_as_pad": True,
-                    "prednet": {"pred_hidden": d, "pred_rnn_layers": 1, "t_max": None, "dropout": 0.0}},
+                    "prednet": {"pred_hidden": pred, "pred_rnn_layers": 1, "t_max": None, "dropout": 0.0}},
         "joint": {"_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None,
                   "preserve_memory": False, "fuse_loss_wer": False, "fused_batch_size": 4,
                   "num_extra_outputs": len(durations),
-                  "jointnet": {"joint_hidden": d, "activation": "relu", "dropout": 0.0}},
+                  "jointnet": {"joint_hidden": pred, "activation": "relu", "dropout": 0.0}},
         "decoding": {"strategy": "greedy_batch", "model_type": "tdt", "durations": durations,
                      "greedy": {"max_symbols": 10}},
         "loss": {"loss_name": "tdt", "tdt_kwargs": {"fastemit_lambda": 0.0, "clamp": -1.0, "durations": durations,

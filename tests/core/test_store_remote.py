@@ -92,3 +92,28 @@ def test_clear_removes_records_and_shards(remote_url):
     store.clear("st")
     assert not store.fs.find(store.stage_dir("st"))
     assert not store.has_output("st")
+
+
+def test_one_writer_per_output_folder_on_object_stores_too(remote_url):
+    """A lease object with owner and expiry: a second run is refused while the first holds it, and may go
+    once it is released, or once a killed run's lease has expired."""
+    import json
+    import time
+
+    from mfpipe.store import LEASE, OutputLockedError
+
+    first, second = OutputStore(remote_url), OutputStore(remote_url)
+    with first.lock("run-a", lease_s=30):
+        lease = json.loads(first.fs.cat_file(first.join(LEASE)))
+        assert lease["run_id"] == "run-a" and lease["expires_at"] > time.time()
+        with pytest.raises(OutputLockedError, match="run run-a"):
+            with second.lock("run-b", lease_s=30):
+                pass
+    with second.lock("run-b", lease_s=30):  # released: the next run takes it
+        pass
+    assert not first.fs.exists(first.join(LEASE))
+    # A run killed while holding it leaves a lease that blocks only until it expires.
+    first.fs.pipe_file(first.join(LEASE), json.dumps({"run_id": "killed", "token": "x",
+                                                      "expires_at": time.time() - 1}).encode())
+    with second.lock("run-c", lease_s=30):
+        assert json.loads(second.fs.cat_file(second.join(LEASE)))["run_id"] == "run-c"

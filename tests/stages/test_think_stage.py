@@ -17,7 +17,7 @@ from mfpipe.schemas import Reject, ThinkRecord
 from mfpipe.stages.think import Item, ThinkStage
 from mfpipe.thinktext import parse
 
-from support.think_data import HARBOR, TRUTH, config, mir_row
+from support.think_data import HARBOR, TRUTH, config, mir_row, settle
 from support.think_data import RIGHT, WRONG
 
 pytestmark = pytest.mark.slow
@@ -34,21 +34,6 @@ def think_row(song_rows, filter_stage):
     row = dict(song_rows[HARBOR])
     (judged,) = filter_stage.process_batch([row])
     return {**row, "filter": judged.model_dump(), "lyrics": None}
-
-
-def settle(stage: ThinkStage, row: dict, drafts: list[tuple[Item, list[str], str]]):
-    """Each (item, steps, answer) as a first draft of its own song copy; the stage's real check,
-    rule and (where the rule says so) rewrite loop; → [(job, song, results)]."""
-    songs, jobs = {}, []
-    for n, (item, steps, answer) in enumerate(drafts):
-        song = stage.prepare(row)
-        job = stage.job(n, song, item)
-        job.steps, job.answer = list(steps), answer
-        song.jobs.append(job)
-        songs[n] = song
-        jobs.append(job)
-    stage.session.run(stage.settle(songs, jobs))
-    return [(job, songs[n], stage.results(songs[n])) for n, job in enumerate(jobs)]
 
 
 def test_the_steps_verdicts_come_from_the_mir_row():

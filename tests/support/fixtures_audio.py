@@ -32,6 +32,14 @@ def tiny_mf(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def scripted_judge(models_dir) -> Path:
+    """A tiny Music Flamingo whose judgements are set: yes / 9 / A, or no / 2 / B when a kazoo is named."""
+    from mfpipe.localmodels.music_flamingo import prepare_scripted_judge
+
+    return prepare_scripted_judge(models_dir)
+
+
+@pytest.fixture(scope="session")
 def audiolm(tiny_mf):
     from mfpipe.backends.audiolm import AudioLM
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MFPIPE = [sys.executable, "-m", "mfpipe.pipeline.cli"]
 
 

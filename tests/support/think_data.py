@@ -53,3 +53,18 @@ WRONG = ["The tempo is 90 BPM.", "The song is in E minor.", "The song is in 3/4 
 
 def config(*overrides: str):
     return load_config(None, ["profile=cpu", *overrides])
+
+
+def settle(stage, row: dict, drafts: list[tuple]):
+    """Each (item, steps, answer) as a first draft of its own song copy; the stage's real check,
+    rule and (where the rule says so) rewrite loop; → [(job, song, results)]."""
+    songs, jobs = {}, []
+    for n, (item, steps, answer) in enumerate(drafts):
+        song = stage.prepare(row)
+        job = stage.job(n, song, item)
+        job.steps, job.answer = list(steps), answer
+        song.jobs.append(job)
+        songs[n] = song
+        jobs.append(job)
+    stage.session.run(stage.settle(songs, jobs))
+    return [(job, songs[n], stage.results(songs[n])) for n, job in enumerate(jobs)]

@@ -1,0 +1,95 @@
+"""The production configuration rehearsed: `--profile production --stage all` as shipped, on two songs,
+with only the model locations swapped for local same-architecture models, on a real local Ray that
+declares a GPU this machine lacks, and `llm.base_url` at a vLLM server started the way
+infra/vllm/deployment.yaml starts it (its served name and flags, as far as a CPU build and a stand-in
+model take them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mfpipe.backends.vllm_server import VllmServer
+from mfpipe.localmodels import model_path
+from mfpipe.pipeline.config import load_config
+
+from support.helpers import REPO, read_dir, run_mfpipe
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["ingest", "caption", "mir", "lyrics", "synthesize", "filter", "think"]
+# Flags of the manifest a stand-in cannot take: the gpt-oss reasoning parser reads only the Harmony
+# format gpt-oss writes (vLLM answers 501 for any other model), and the GPU memory fraction has no
+# meaning on the CPU build.
+NOT_ON_A_STAND_IN = ("--reasoning-parser", "--gpu-memory-utilization")
+# What the CPU build needs besides (FEASIBILITY: eager start, bfloat16, the guidance grammar backend).
+CPU_BUILD = ["--enforce-eager", "--dtype=bfloat16",
+             '--structured-outputs-config={"backend": "guidance", "disable_any_whitespace": true}']
+
+
+def _manifest_args() -> list[str]:
+    docs = yaml.safe_load_all((REPO / "infra/vllm/deployment.yaml").read_text())
+    deploy = next(d for d in docs if d and d["kind"] == "Deployment")
+    return deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+@pytest.fixture(scope="module")
+def production_llm(tmp_path_factory):
+    args = _manifest_args()
+    served = next(a.split("=", 1)[1] for a in args if a.startswith("--served-model-name="))
+    kept = [a for a in args if not a.startswith(("--model=", "--served-model-name=", "--host=", "--port=",
+                                                  *NOT_ON_A_STAND_IN))]
+    cpu = load_config(None, ["profile=cpu"]).llm.server
+    server = VllmServer(python=cpu.python, model=str(model_path("smollm2-135m-instruct")), served_name=served,
+                        args=[*kept, *CPU_BUILD],
+                        # SmolLM2 declares 8k positions; the manifest's 32k context needs vLLM's consent.
+                        env={**cpu.env, "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"},
+                        log_file=str(tmp_path_factory.mktemp("vllm") / "server.log"))
+    if not server.python.exists():
+        pytest.skip("no vLLM environment (scripts/install.sh makes it)")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory, tiny_nemo, tiny_mf) -> list[str]:
+    """The model locations of the production profile, swapped for local same-architecture models."""
+    return [f"caption.model={tiny_mf}", f"filter.model={tiny_mf}", f"think.model={tiny_mf}",
+            f"lyrics.model={tiny_nemo}"]
+
+
+def test_the_production_profile_runs_every_stage(production_llm, stand_ins, tmp_path):
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    examples = Path(str(files("mfpipe.examples")))
+    for name in ("harbor_lights.mp3", "anna_waltz.flac"):
+        shutil.copy(examples / name, songs / name)
+    out = tmp_path / "out"
+    proc = run_mfpipe("run", "--profile", "production", "--stage", "all", "--input", str(songs), "--output", str(out),
+                      "--set", f"llm.base_url={production_llm.base_url}",
+                      # What the local Ray declares: one GPU and the CPUs of a GPU node (Ray counts them, the
+                      # two cores here do the work).
+                      "--set", "run.num_gpus=1", "--set", "run.num_cpus=16",
+                      *[arg for s in stand_ins for arg in ("--set", s)],
+                      env={**os.environ, "MFPIPE_PROGRESS": "0"}, timeout=1800)
+    text = " ".join(proc.stderr.split())
+    assert "profile production" in text and "phase 2" in text  # one (fake) GPU: the plan needed phases
+    for stage in STAGES:
+        rows = read_dir(out / stage)
+        assert len(rows) >= 1, f"{stage} wrote no rows:\n{proc.stderr[-4000:]}"
+    summary = json.loads(next((out / "_runs").glob("*/summary.json")).read_text())
+    assert summary["profile"] == "production" and summary["status"] == "ok"
+    assert summary["plan"]["gpus"] == 1.0
+    # The requests went out under the name the manifest serves.
+    synth = read_dir(out / "synthesize")
+    assert all(m["name"] == "openai/gpt-oss-120b" for p in synth["provenance"] for m in p["models"])
+    assert (out / "export" / "README.md").is_file()
