@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per song for the CPU figures (min is kept)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--skip-form", action="store_true", help="skip the form quality figures (section 4)")
     args = parser.parse_args()
 
     single_threaded()
@@ -259,12 +260,14 @@ def main() -> None:
 
         cost, naive, audio_s = measure(paths, warmup, args.repeat, not args.skip_naive)
         print(f"\n1. the stage's path: {audio_s:.0f} s of audio; CPU-s per audio-s (min of {args.repeat} runs)")
-        for tool in ("decode", "beats.rnn", "beats.dbn", "beats", "key", "chords", "loudness"):
+        for tool in ("decode", "beats.rnn", "beats.dbn", "beats", "key", "chords", "loudness", "form"):
             print(f"   {tool:<10} {_rate(cost.get(tool, 0.0), audio_s)}")
+        rest = sum(cost.get(t, 0.0) for t in ("decode", "beats", "key", "chords", "loudness"))
+        print(f"   form / the rest of MIR: {100 * cost.get('form', 0.0) / rest:.1f} %   (target <= 10 %)")
         core = sum(cost.get(t, 0.0) for t in ("beats", "key", "chords"))
-        total = sum(cost.get(t, 0.0) for t in ("decode", "beats", "key", "chords", "loudness"))
+        total = sum(cost.get(t, 0.0) for t in ("decode", "beats", "key", "chords", "loudness", "form"))
         print(f"   beats+key+chords {_rate(core, audio_s)}   (target <= 0.05)")
-        print(f"   total (decode + all four tools) {_rate(total, audio_s)}  = {total:.1f} CPU-s")
+        print(f"   total (decode + all five tools) {_rate(total, audio_s)}  = {total:.1f} CPU-s")
         print(f"   peak RSS of this process (both chains): "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
@@ -289,6 +292,15 @@ def main() -> None:
                   f"{2 * cpu_one / cpu_two:.2f}x (projection from the CPU cost per song)")
             print(f"   load average now {os.getloadavg()[0]:.2f} (other work on the machine lowers the wall-time "
                   "speed-up; the cores-got figure shows how much)")
+
+
+        if not args.skip_form:
+            # Quality of the form analysis on renders with a known form, next to the textbook baseline.
+            print("\n4. song form on renders with a known form (bench/form.py has the details)")
+            import form as form_bench
+
+            sys.argv = [sys.argv[0]]
+            form_bench.main()
 
 
 if __name__ == "__main__":

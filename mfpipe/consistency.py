@@ -20,6 +20,12 @@ What counts as a contradiction (tolerances in the `consistency` config section):
   the MIR beats per bar. Duple and quadruple are one family (2 ↔ 4: downbeat
   trackers do not separate them); 6/8 agrees with 2, 3 or 6; 12/8 with 4 or 12;
   9/8 with 3 or 9.
+- structure: a time (m:ss) that a sentence gives for a section change or a
+  return ("the chorus returns at 1:20", "a bridge from 2:05 to 2:40") with
+  no measured section boundary within `structure_tolerance_s` of it.
+- vocals: singing, a singer or lyrics claimed for a song whose voice detector heard
+  no voice (`has_vocals` false in the facts), unless the sentence negates it
+  ("no vocals", "instrumental", "without lyrics").
 - chords: chord names Chordino never reported. Names are read from chord
   symbols with a quality (Am, E7, F#m7, Bbmaj7, G/B), from progressions
   ("C–G–Am–F", "C - G - Am - F"), from lists next to the word "chords"
@@ -53,6 +59,9 @@ class ConsistencyConfig(Section):
     bpm_tolerance_abs: float = Field(2.0, ge=0, description="...or within this many BPM.")
     allow_half_double_time: bool = Field(True, description="Accept half / double the MIR tempo when the sentence "
                                          "itself says half-time / double-time.")
+    structure_tolerance_s: float = Field(4.0, ge=0, description="A stated section change or return (a time next "
+                                         "to 'chorus', 'bridge', 'returns', ...) agrees with the measured form when "
+                                         "a section boundary lies within this many seconds of it.")
 
 
 # ------------------------------------------------------------------ pitch helpers
@@ -135,6 +144,29 @@ _METER_WORD_VALUE = {"triple": 3, "waltz": 3, "duple": 2, "quadruple": 4, "commo
                      "compound duple": 6, "compound triple": 9}
 # Beats per bar that a stated numerator agrees with (see the module doc).
 _METER_OK = {2: {2, 4}, 4: {4, 2}, 3: {3}, 6: {6, 2, 3}, 12: {12, 4}, 9: {9, 3}, 5: {5}, 7: {7}}
+
+
+_TIME = re.compile(r"(?<![\d:])(\d{1,2}):([0-5]\d(?:\.\d+)?)(?![\d:])")
+_SECTION_WORDS = re.compile(r"\b(?:sections?|verses?|chorus(?:es)?|refrains?|bridges?|intro|outro|interlude|"
+                            r"breakdown|pre-chorus|coda|returns?|comes back|repeats?|reprise|transitions?|"
+                            r"the form|part [A-H]\b|section [A-H]\b)", re.I)
+
+
+def stated_section_times(text: str) -> list[tuple[float, str]]:
+    """(seconds, the sentence) for every time a sentence gives for a section change or return."""
+    out = []
+    for sentence in sentences(text):
+        if not _SECTION_WORDS.search(sentence):
+            continue
+        for m in _TIME.finditer(sentence):
+            out.append((int(m.group(1)) * 60 + float(m.group(2)), sentence.strip()))
+    return out
+
+
+_VOCAL_CLAIM = re.compile(r"\b(?:sings?|sung|singing|singers?|vocalists?|vocals?|lyrics?|rapp(?:ed|ing|er)|"
+                          r"choir|voices?|chant(?:s|ed|ing)?|crooner|verses? of (?:the )?lyrics)\b", re.I)
+_VOCAL_NEGATED = re.compile(r"\b(?:no|not|never|without|absence|absent|lacks?|lacking|instrumental|none|nor|"
+                            r"wordless|free of)\b", re.I)
 
 
 def sentences(text: str) -> list[str]:
@@ -239,6 +271,14 @@ def check_text(text: str | None, mir: Any, field: str, tol: ConsistencyConfig = 
             if not meter_agrees(value, meter):
                 flags.append(_flag(field, "meter", words, f"{meter} beats per bar",
                                    f"says {words}; the downbeat tracker counted {meter} beats per bar"))
+    flags.extend(_structure_flags(text, facts, field, tol))
+    if facts.get("has_vocals") is False:
+        for sentence in sentences(text):
+            claim = _VOCAL_CLAIM.search(sentence)
+            if claim and not _VOCAL_NEGATED.search(sentence):
+                flags.append(_flag(field, "vocals", claim.group(0), "no voice heard",
+                                   f"speaks of {claim.group(0)!r} ({sentence.strip()[:100]!r}); the voice "
+                                   "detector heard no voice in the song"))
     seen = _mir_chords(facts)
     if seen:
         for name in chords_in_text(text):
@@ -248,6 +288,27 @@ def check_text(text: str | None, mir: Any, field: str, tol: ConsistencyConfig = 
                 flags.append(_flag(field, "chord", name, known,
                                    f"names the chord {name}, which Chordino never reported (it saw {known})"))
     return _unique(flags)
+
+
+def _structure_flags(text: str, facts: dict[str, Any], field: str, tol: ConsistencyConfig) -> list[ConsistencyFlag]:
+    sections = facts.get("sections") or []
+    if not sections:
+        return []
+    bounds = sorted({float(_get(s, "start")) for s in sections} | {float(_get(sections[-1], "end"))})
+    flags = []
+    for seconds, sentence in stated_section_times(text):
+        nearest = min(bounds, key=lambda b: abs(b - seconds))
+        if abs(nearest - seconds) > tol.structure_tolerance_s:
+            stated = f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+            shown = ", ".join(f"{int(b // 60)}:{b % 60:04.1f}" for b in bounds[:12])
+            flags.append(_flag(field, "structure", stated, f"section boundaries at {shown}",
+                               f"places a section change at {stated} ({sentence[:120]!r}); the measured form has "
+                               f"no boundary within {tol.structure_tolerance_s:g} s (nearest {nearest:.1f} s)"))
+    return flags
+
+
+def _get(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, dict) else getattr(item, name)
 
 
 def _key_flags(field: str, stated: Iterable[tuple[int, str | None, str]], facts: dict[str, Any]) -> list[ConsistencyFlag]:

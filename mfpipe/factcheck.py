@@ -37,6 +37,7 @@ from .consistency import (
     parse_key,
     stated_keys,
     stated_meters,
+    stated_section_times,
     stated_tempi,
 )
 from .mir.labels import chord_triad
@@ -115,6 +116,8 @@ def mir_claims(text: str, mir: Any) -> list[str]:
     has_chords = any(chord_triad(c.get("label") or "") for c in facts.get("chords") or [])
     if has_chords and any(chord_triad(name) for name in chords_in_text(text)):
         claims.append("chords")
+    if facts.get("sections") and stated_section_times(text):
+        claims.append("structure")
     return claims
 
 

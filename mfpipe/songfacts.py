@@ -77,6 +77,46 @@ def mir_facts(mir: dict[str, Any], max_changes: int, notes: list[str]) -> list[s
             notes.append(f"chord timeline cut to the first {len(shown)} of {len(changes)} changes")
     if mir.get("loudness_lufs") is not None:
         facts.append(f"Integrated loudness: {mir['loudness_lufs']:.1f} LUFS")
+    form = form_text(mir.get("sections") or [])
+    if form:
+        facts.append("Form (measured sections; the same letter is the same music repeated; names are guesses): "
+                     + form)
+    return facts
+
+
+def form_text(sections: list[dict[str, Any]], max_sections: int = 32) -> str:
+    """"0:00-0:10 A (intro-like), 0:10-0:30 B, ..." from the mir stage's sections."""
+    parts = []
+    for sec in sections[:max_sections]:
+        name = f" ({sec['name']}-like)" if sec.get("name") else ""
+        parts.append(f"{clock(sec['start'])}-{clock(sec['end'])} {sec['label']}{name}")
+    more = " ..." if len(sections) > max_sections else ""
+    return ", ".join(parts) + more
+
+
+def structure_items(sections: list[dict[str, Any]]) -> list[str]:
+    """The measured form as metadata.structure: each section's name, or "section A" without one."""
+    return [sec.get("name") or f"section {sec['label']}" for sec in sections]
+
+
+def vocal_facts(lyrics: dict[str, Any], lines: list[str]) -> list[str]:
+    """What the lyrics stage measured about the voice: where it is, its language, why no words."""
+    facts = []
+    regions = lyrics.get("vocal_regions") or []
+    if lyrics.get("has_vocals") is False or (not regions and not lines and "vocal_regions" in lyrics):
+        return ["Vocals: none detected (voice-activity detector): an instrumental. Say so, and name the "
+                "instrument that carries the melody"]
+    if regions:
+        shown = ", ".join(f"{clock(r['start'])}-{clock(r['end'])}" for r in regions[:16])
+        facts.append(f"Vocals: voice heard at {shown}" + (" ..." if len(regions) > 16 else ""))
+    outcome = lyrics.get("outcome")
+    if outcome == "language_unsupported":
+        facts.append(f"Lyrics: sung in {lyrics.get('language') or 'a language'} the recogniser does not cover: "
+                     "no words are known; do not invent any")
+    elif not lines:
+        facts.append("Vocals: the speech recogniser found no sung or spoken words")
+    elif lyrics.get("language"):
+        facts.append(f"Lyrics language: {lyrics['language']}")
     return facts
 
 
@@ -118,6 +158,16 @@ def caption_lines(caption: dict[str, Any], max_windows: int, notes: list[str]) -
     return [f"[{clock(w['start'])}-{clock(w['end'])}] {w['text'].strip()}" for w in shown if w.get("text")]
 
 
+def measured(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The facts the consistency checks hold text against: the MIR row, plus whether a voice was
+    heard (the lyrics stage's voice detector); None when neither was measured."""
+    facts = dict(row.get("mir") or {})
+    lyrics = row.get("lyrics")
+    if lyrics and lyrics.get("has_vocals") is not None:
+        facts["has_vocals"] = bool(lyrics["has_vocals"])
+    return facts or None
+
+
 def song_inputs(row: dict[str, Any], *, max_lyrics_chars: int, max_caption_windows: int,
                 max_chord_changes: int) -> SongInputs:
     notes: list[str] = []
@@ -135,8 +185,5 @@ def song_inputs(row: dict[str, Any], *, max_lyrics_chars: int, max_caption_windo
     if lyrics:
         lines = lyrics_lines(lyrics, max_lyrics_chars, notes) if lyrics.get("has_vocals", True) else []
         untrusted["lyrics"] = lines
-        if not lines:
-            facts.append("Vocals: the speech recogniser found no sung or spoken words")
-        elif lyrics.get("language"):
-            facts.append(f"Lyrics language (recogniser): {lyrics['language']}")
+        facts += vocal_facts(lyrics, lines)
     return SongInputs(facts=facts, untrusted=untrusted, present=present, notes=notes)

@@ -213,6 +213,10 @@ class OutputStore:
         return out
 
     # ------------------------------------------------------------ writing
+    def read_schema(self, path: str) -> pa.Schema:
+        with self.fs.open(path, "rb") as fh:
+            return pq.ParquetFile(fh).schema_arrow
+
     def read_shard(self, path: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(path, columns=columns, filesystem=self.fs)
 

@@ -281,6 +281,11 @@ _MOVED = {("ingest", "window_s"): ("audio", "window_s")}
 
 
 def _migrate(user: dict[str, Any]) -> None:
+    lyrics = user.get("lyrics")
+    if isinstance(lyrics, dict) and "language" in lyrics and not isinstance(lyrics["language"], dict):
+        warnings.warn("config key lyrics.language (a language code) is now lyrics.asr_language; lyrics.language "
+                      "holds the language-detection settings", stacklevel=3)
+        lyrics.setdefault("asr_language", lyrics.pop("language"))
     for (old_section, old_key), (new_section, new_key) in _MOVED.items():
         section = user.get(old_section)
         if isinstance(section, dict) and old_key in section:

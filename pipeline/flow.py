@@ -134,6 +134,9 @@ class RowReader:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
+        if columns:  # a shard of an older version may lack a column the stage now reads: it comes out null
+            have = set(self.store.read_schema(path).names)
+            columns = tuple(c for c in columns if c in have)
         table = self.store.read_shard(path, columns=list(columns) if columns else None)
         if "provenance" in table.column_names:
             table = table.drop_columns(["provenance"])

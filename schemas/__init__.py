@@ -7,7 +7,7 @@ from .filter import FilterRecord, ItemJudgement, QaJudgement
 from .ingest import IngestRecord
 from .think import Chain, ChainStep, ThinkRecord
 from .lyrics import LyricsRecord, Word
-from .mir import PITCH_CLASSES, ChordSpan, MirRecord
+from .mir import PITCH_CLASSES, ChordSpan, MirRecord, SongSection
 
 __all__ = [
     "PITCH_CLASSES",
@@ -32,6 +32,7 @@ __all__ = [
     "Reject",
     "RunInfo",
     "SongRecord",
+    "SongSection",
     "ToolVersion",
     "arrow_schema",
     "to_table",

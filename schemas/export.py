@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .common import Provenance, Record
-from .mir import ChordSpan
+from .mir import ChordSpan, SongSection
 from .synthesize import SongMetadata
 from .think import ChainStep
 
@@ -33,6 +33,7 @@ class MirFacts(Record):
     key_strength: float | None = None
     loudness_lufs: float | None = None
     chords: list[ChordSpan] = Field(default_factory=list)  # chord changes ("N" dropped, repeats merged)
+    sections: list[SongSection] = Field(default_factory=list)  # the measured form (mir stage)
 
 
 class Quality(Record):

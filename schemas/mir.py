@@ -15,6 +15,16 @@ class ChordSpan(Record):
     label: str  # Chordino's label; "N" = no chord
 
 
+class SongSection(Record):
+    """One section of the song's measured form."""
+
+    start: float
+    end: float
+    label: str  # A, B, A, C ...: the same letter = the same music repeated
+    name: str | None = None  # intro | verse | chorus | bridge | outro, where the evidence allows a guess
+    confidence: float | None = None  # of the name
+
+
 class MirRecord(SongRecord):
     bpm: float | None = None  # from the median inter-beat interval
     beats: list[float] = Field(default_factory=list)  # seconds
@@ -25,3 +35,4 @@ class MirRecord(SongRecord):
     key_strength: float | None = None
     chords: list[ChordSpan] = Field(default_factory=list)
     loudness_lufs: float | None = None  # integrated, EBU R128
+    sections: list[SongSection] = Field(default_factory=list)  # the form; empty when not measured (notes say why)

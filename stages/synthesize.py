@@ -46,7 +46,7 @@ from ..schemas.synthesize import (
     caption_draft,
     qa_draft,
 )
-from ..songfacts import SongInputs, meter_text, song_inputs
+from ..songfacts import SongInputs, measured, meter_text, song_inputs, structure_items
 
 
 class SynthesizeConfig(StageConfig):
@@ -64,8 +64,8 @@ class SynthesizeConfig(StageConfig):
     qa_open_per_skill: int = Field(2, ge=0, le=10, description="Open-ended questions per skill.")
     qa_choice_per_skill: int = Field(2, ge=0, le=10, description="Multiple-choice questions per skill.")
     choice_options: int = Field(4, ge=2, le=6, description="Options per multiple-choice question.")
-    ground_metadata: bool = Field(True, description="Replace the metadata's bpm/key/meter with the MIR facts when "
-                                  "MIR has them (the model's own values are still checked and flagged).")
+    ground_metadata: bool = Field(True, description="Replace the metadata's bpm/key/meter/structure with the MIR "
+                                  "facts when MIR has them (the model's own values are still checked and flagged).")
     max_lyrics_chars: int = Field(4000, ge=0, description="Lyrics characters in the prompt (the rest is cut, "
                                   "with a note).")
     max_caption_windows: int = Field(40, ge=0, description="Surface-caption windows in the prompt.")
@@ -90,9 +90,9 @@ class SynthesizeStage(Stage):
     # The beat and downbeat lists are long and the prompt does not need them.
     columns = {
         "ingest": ("song_id", "source", "duration_s", "processed_s", "truncated"),
-        "mir": ("bpm", "meter", "key", "mode", "key_strength", "chords", "loudness_lufs"),
+        "mir": ("bpm", "meter", "key", "mode", "key_strength", "chords", "loudness_lufs", "sections"),
         "caption": ("windows",),
-        "lyrics": ("text", "words", "has_vocals", "language"),
+        "lyrics": ("text", "words", "has_vocals", "language", "vocal_regions", "outcome"),
     }
     config_model = SynthesizeConfig
     reads = {"llm": LlmConfig, "consistency": ConsistencyConfig}
@@ -221,9 +221,8 @@ class SynthesizeStage(Stage):
         caption = parts["caption"].caption.strip()
         drafted = SongMetadata(**parts["metadata"].model_dump())
         qa = [item for skill in SKILLS for item in self._qa_items(row, skill, parts.get(f"qa/{skill}"))]
-        mir = row.get("mir")
-        flags = check_song(caption, drafted, qa, mir, self.tolerance)
-        metadata, grounded = self._ground(drafted, mir)
+        flags = check_song(caption, drafted, qa, measured(row), self.tolerance)
+        metadata, grounded = self._ground(drafted, row.get("mir"))
         notes = list(song.notes)
         if grounded:
             notes.append(f"metadata {', '.join(grounded)} set from the MIR facts")
@@ -265,6 +264,8 @@ class SynthesizeStage(Stage):
             update["key"] = f"{mir['key']} {mir['mode']}"
         if mir.get("meter"):
             update["meter"] = meter_text(int(mir["meter"]))
+        if mir.get("sections"):
+            update["structure"] = structure_items(mir["sections"])
         changed = [k for k, v in update.items() if getattr(metadata, k) != v]
         return metadata.model_copy(update=update), changed
 

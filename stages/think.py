@@ -62,7 +62,7 @@ from ..pipeline.stage import Deferred, Resources, Stage, StageConfig, StageSetti
 from ..schemas import LlmUsage, ModelRef, Reject, ToolVersion
 from ..schemas.synthesize import Skill
 from ..schemas.think import Chain, ChainStep, ThinkRecord, chain_draft, fix_draft
-from ..songfacts import song_inputs
+from ..songfacts import measured, song_inputs
 from ..thinktext import clean, render
 
 
@@ -180,8 +180,8 @@ class ThinkStage(Stage):
         "ingest": ("song_id", "source", "processed_s", "truncated"),
         "synthesize": ("caption", "qa"),
         "filter": ("caption", "qa"),
-        "mir": ("bpm", "meter", "key", "mode", "key_strength", "chords", "loudness_lufs"),
-        "lyrics": ("text", "words", "has_vocals", "language"),
+        "mir": ("bpm", "meter", "key", "mode", "key_strength", "chords", "loudness_lufs", "sections"),
+        "lyrics": ("text", "words", "has_vocals", "language", "vocal_regions", "outcome"),
     }
     config_model = ThinkConfig
     reads = {"audio": audio.AudioConfig, "llm": LlmConfig, "consistency": ConsistencyConfig}
@@ -403,7 +403,7 @@ class ThinkStage(Stage):
         queries: list[Query] = []
         for job in jobs:
             song = songs[job.song]
-            mir = song.row.get("mir")
+            mir = measured(song.row)
             for text in job.steps:
                 key = (job.song, text)
                 if text in song.checked or key in asked:
@@ -434,7 +434,7 @@ class ThinkStage(Stage):
                 return (f"it answers {job.answer} {job.answer_text!r}; the answer confirmed by listening is "
                         f"{item.reference!r}")
             return None
-        flags = check_answer(job.answer, song.row.get("mir"), "answer", self.tolerance)
+        flags = check_answer(job.answer, measured(song.row), "answer", self.tolerance)
         return "; ".join(f.message for f in flags) or None
 
     def apply_rule(self, song: Song, job: Job) -> str:

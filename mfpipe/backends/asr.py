@@ -51,8 +51,9 @@ class AsrSettings(Section):
     device: str = Field("auto", description="Torch device; auto: cuda when the worker sees a GPU, else cpu.")
     chunk_s: float = Field(60.0, gt=1.0, le=1200.0, description="nemo: songs are transcribed in chunks this long.")
     asr_batch: int = Field(8, ge=1, description="nemo: chunks per recognizer batch.")
-    language: str | None = Field("en", description="The language the model transcribes (Parakeet v2 and "
-                                                   "tiny.en: English); None: let the model detect it.")
+    asr_language: str | None = Field("en", description="The language the recognizer is told to transcribe "
+                                     "(Parakeet v2 and tiny.en: English); None: the model decides (Parakeet v3, a "
+                                     "multilingual Whisper).")
     compute_type: str = Field("auto", description="faster-whisper: auto = int8 on the CPU, float16 on a GPU.")
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0, description="faster-whisper: drop segments Whisper "
                                                                         "rates as speech-free above this.")
@@ -121,7 +122,7 @@ class Asr:
     @classmethod
     def from_config(cls, cfg: AsrSettings) -> "Asr":
         return cls(cfg.backend, cfg.model, revision=cfg.revision, device=cfg.device, chunk_s=cfg.chunk_s,
-                   batch_size=cfg.asr_batch, language=cfg.language, compute_type=cfg.compute_type,
+                   batch_size=cfg.asr_batch, language=cfg.asr_language, compute_type=cfg.compute_type,
                    no_speech_threshold=cfg.no_speech_threshold)
 
     # ------------------------------------------------------------ provenance

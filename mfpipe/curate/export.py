@@ -101,6 +101,7 @@ class Tally:
     think_actions: Counter = field(default_factory=Counter)  # kept / rewritten / other
     think_by_skill: Counter = field(default_factory=Counter)
     think_stale_chains: int = 0
+    songs_with_form: int = 0  # exported songs whose MIR row has measured sections
     filter_seen: int = 0  # items the filter has a fresh verdict for
     audio_lm_judged: int = 0  # ...of which the audio-LM really judged (a score, a P(yes))
     chain_steps: Counter = field(default_factory=Counter)  # exported chains' steps by who checked them
@@ -147,7 +148,7 @@ def mir_facts(mir: dict[str, Any] | None) -> dict[str, Any] | None:
     meter = mir.get("meter")
     return {"bpm": mir.get("bpm"), "meter": meter, "time_signature": meter_text(int(meter)) if meter else None,
             "key": mir.get("key"), "mode": mir.get("mode"), "key_strength": mir.get("key_strength"),
-            "loudness_lufs": mir.get("loudness_lufs"), "chords": spans}
+            "loudness_lufs": mir.get("loudness_lufs"), "chords": spans, "sections": list(mir.get("sections") or [])}
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Lookups:
     def load(cls, store) -> "Lookups":
         ingest = _by_song(_read(store, "ingest", ["song_id", "source", "duration_s", "processed_s"]))
         mir_table = _read(store, "mir", ["song_id", "bpm", "meter", "key", "mode", "key_strength",
-                                         "loudness_lufs", "chords"])
+                                         "loudness_lufs", "chords", "sections"])
         provenance = {}
         for stage in UPSTREAM:
             table = _read(store, stage, ["song_id", "provenance"])
@@ -231,6 +232,8 @@ class Builder:
                 "provenance": provenance,
             })
         if rows:
+            if sid not in self.tally.songs_exported and (song.get("mir") or {}).get("sections"):
+                self.tally.songs_with_form += 1
             self.tally.songs_exported.add(sid)
         return rows
 
@@ -393,7 +396,7 @@ def _manifest(run, tally: Tally, tables: dict[str, Any], has_filter: bool, has_t
         "code_rev": run.code_rev, "config_hash": run.config_hash, "settings": settings,
         "filter": "ran" if has_filter else "not_run", "think": "ran" if has_think else "not_run",
         "songs": {"synthesized": tally.songs_synthesized, "exported": len(tally.songs_exported),
-                  "stale_filter": tally.stale_filter_songs},
+                  "stale_filter": tally.stale_filter_songs, "with_measured_form": tally.songs_with_form},
         "items": tally.items_json(),
         "filter_drop_reasons": dict(tally.drop_reasons.most_common(20)),
         "audio_lm": {"items_with_a_verdict": tally.filter_seen, "judged_by_audio_lm": tally.audio_lm_judged,

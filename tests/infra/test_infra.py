@@ -219,3 +219,12 @@ def test_the_rayjob_config_file_validates(tmp_path):
     env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
     # Ray waits this long after SIGTERM before SIGKILL: enough for the run to drain and commit.
     assert float(env["RAY_JOB_STOP_WAIT_TIME_S"]) > cfg.run.drain_seconds
+
+
+def test_the_production_lyrics_cover_the_languages_their_model_does():
+    from mfpipe.lyrics.language import PARAKEET_V3_LANGUAGES
+
+    lyrics = load_config(overrides=["profile=production"]).lyrics
+    assert lyrics.model == "nvidia/parakeet-tdt-0.6b-v3" and lyrics.separation.enabled
+    assert tuple(lyrics.language.asr_languages) == PARAKEET_V3_LANGUAGES
+    assert lyrics.language.fallback_model  # other languages: a multilingual model, never English words

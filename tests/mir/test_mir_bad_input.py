@@ -58,11 +58,12 @@ def test_a_click_then_silence_has_no_tempo(analyzer):
 
 
 def test_disabled_tools_are_not_loaded():
-    cfg = load_config(overrides=["profile=cpu", "mir.beats.enabled=false", "mir.chords.enabled=false"]).mir
+    cfg = load_config(overrides=["profile=cpu", "mir.beats.enabled=false", "mir.chords.enabled=false",
+                                 "mir.form.enabled=false"]).mir
     analyzer = MirAnalyzer(cfg)
     assert set(analyzer.tools) == {"key", "loudness"}
     facts = analyzer.analyse(render(TEST_SONGS[1]))
-    assert facts.beats == [] and facts.chords == [] and facts.key == "A"
+    assert facts.beats == [] and facts.chords == [] and facts.key == "A" and facts.sections == []
     assert {t.name for t in analyzer.tool_versions()} == {"essentia"}
 
 

@@ -86,18 +86,31 @@ def test_word_times_are_clamped_into_their_chunk():
 
 
 @pytest.mark.slow
-def test_lyrics_stage_with_tiny_nemo(tiny_nemo, audio_config, audio_run_info, audio_ingest_rows):
+def test_lyrics_stage_with_tiny_nemo(tiny_nemo, audio_config, audio_run_info, audio_ingest_rows, mixes, tmp_path):
+    """The production recognizer's code path (NeMo, a tiny random Parakeet): words only inside the voice
+    regions, song-absolute; an instrumental gets no ASR call and no words; a bad file is a reject."""
+    import soundfile as sf
+
     from mfpipe.stages.lyrics import LyricsStage
 
     config = audio_config.model_copy(update={"lyrics": audio_config.lyrics.model_copy(
         update={"backend": "nemo", "model": str(tiny_nemo), "chunk_s": 20.0})})
     stage = LyricsStage.from_config(config, audio_run_info)
     stage.setup()
-    seventy, corrupt = stage.process_batch([audio_ingest_rows["seventy"], audio_ingest_rows["corrupt"]])
+    mix = mixes[3.0]
+    path = tmp_path / "voice.wav"
+    sf.write(path, mix.audio, mix.rate)
+    voiced = {"song_id": "voice-song", "source": str(path), "processed_s": len(mix.audio) / mix.rate}
+    song, tones, corrupt = stage.process_batch([voiced, audio_ingest_rows["seventy"], audio_ingest_rows["corrupt"]])
     assert isinstance(corrupt, Reject) and corrupt.song_id == "corrupt-song"
-    assert isinstance(seventy, LyricsRecord) and seventy.has_vocals == bool(seventy.words)
-    _check_word_times(seventy.words, 70.0)
-    (model,) = seventy.provenance.models
-    assert model.random_weights and model.role == "lyrics_asr"
-    assert any("NOISE" in n for n in seventy.provenance.notes)
-    assert json.loads(seventy.provenance.settings)["backend"] == "nemo"
+    assert isinstance(tones, LyricsRecord) and not tones.has_vocals and tones.outcome == "no_vocals"
+    assert tones.words == [] and tones.vocal_regions == []
+    assert isinstance(song, LyricsRecord) and song.has_vocals and song.language == "en"
+    _check_word_times(song.words, voiced["processed_s"])
+    regions = [(r.start, r.end) for r in song.vocal_regions]
+    assert all(any(w.start < b + 0.5 and w.end > a - 0.5 for a, b in regions) for w in song.words)  # the guard
+    roles = {m.role: m for m in song.provenance.models}
+    assert roles["lyrics_asr"].random_weights and "voice_activity" in roles and "language_id" in roles
+    assert song.words_model == str(tiny_nemo)
+    assert any("NOISE" in n for n in song.provenance.notes)
+    assert json.loads(song.provenance.settings)["backend"] == "nemo"
