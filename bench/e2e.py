@@ -9,6 +9,14 @@ workers, raylet) while it runs.
     .venv/bin/python bench/e2e.py --stage mir --n 10 --n 40
 
 Streaming means the peak memory must not grow with N.
+
+    .venv/bin/python bench/e2e.py --compare --n 20     # --stage all, streamed vs barrier
+
+`--compare` runs `--stage all` (cpu profile) on the same N songs twice, once with
+`run.schedule=stream` and once with `run.schedule=barrier`, and prints for each the
+time to the first committed think row, the total wall time, and each stage's busy
+time (the seconds its workers spent on batches) and span. Targets: the streamed run's
+first think row before 30 % of the barrier run's wall; its total wall no worse.
 """
 
 from __future__ import annotations
@@ -101,6 +109,7 @@ def bench_once(n: int, stage: str, extra: list[str]) -> dict:
             raise SystemExit(f"run failed:\n{err[-3000:]}")
         summary = json.loads(next((out / "_runs").glob("*/summary.json")).read_text())
         stage_s = sum(s["seconds"] for s in summary["summary"])
+        stages = {s["stage"]: s for s in summary["summary"]}
         cores = psutil.cpu_count()
         return {
             "n": n,
@@ -112,7 +121,28 @@ def bench_once(n: int, stage: str, extra: list[str]) -> dict:
             "cores_busy": round(monitor.cpu_seconds / (wall * cores), 3),
             "peak_mem_mb": round(monitor.peak_bytes / 2**20),
             "rows": {s["stage"]: [s["rows_out"], s["rejected"]] for s in summary["summary"]},
+            "first_think_s": (stages.get("think") or {}).get("first_commit_s"),
+            "busy": {name: (round(s.get("busy_seconds") or 0.0, 1), s["seconds"]) for name, s in stages.items()},
         }
+
+
+def compare(n: int, extra: list[str]) -> None:
+    """--stage all, streamed and under the barrier schedule, on the same songs."""
+    runs = {mode: bench_once(n, "all", ["--profile", "cpu", "--set", f"run.schedule={mode}", *extra])
+            for mode in ("stream", "barrier")}
+    stream, barrier = runs["stream"], runs["barrier"]
+    print(f"--stage all on {n} songs ({stream['audio_min']} min of audio), cpu profile")
+    print(f"{'schedule':>8} {'first think row s':>18} {'wall s':>7} {'peak MB':>8}")
+    for mode, r in runs.items():
+        print(f"{mode:>8} {r['first_think_s'] or '-':>18} {r['wall_s']:>7} {r['peak_mem_mb']:>8}")
+    if stream["first_think_s"] and barrier["wall_s"]:
+        print(f"first think row at {100 * stream['first_think_s'] / barrier['wall_s']:.0f} % of the barrier run's "
+              f"wall (target < 30 %); total wall {stream['wall_s'] / barrier['wall_s']:.2f}x the barrier's "
+              f"(target <= 1)")
+    print("busy s (workers on batches) / span s (stage start to end), per stage:")
+    for name in stream["busy"]:
+        (sb, ss), (bb, bs) = stream["busy"][name], barrier["busy"].get(name, (0, 0))
+        print(f"   {name:<11} stream {sb:>7} / {ss:>7}   barrier {bb:>7} / {bs:>7}")
 
 
 def main() -> None:
@@ -120,8 +150,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, action="append", help="number of songs (repeatable; default 10 and 100)")
     parser.add_argument("--stage", default="ingest")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
+    parser.add_argument("--compare", action="store_true", help="--stage all: streamed vs barrier schedule")
     args = parser.parse_args()
     extra = [x for kv in args.sets for x in ("--set", kv)]
+    if args.compare:
+        compare((args.n or [20])[0], extra)
+        return
     print(f"cores: {psutil.cpu_count()}, load before: {os.getloadavg()[0]:.2f}, stage: {args.stage}")
     header = f"{'N':>5} {'audio min':>9} {'wall s':>7} {'stage s':>7} {'songs/h':>8} {'songs/h*':>8} " \
              f"{'cores busy':>10} {'peak MB':>8}"

@@ -27,11 +27,11 @@ import time
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np
+import numpy as np  # noqa: E402 (the thread limits above come first)
 
-from mfpipe.mir import form_synth as fs
-from mfpipe.mir.form import FormConfig, analyse_form, plain_laplacian
-from mfpipe.mir.synth import RATE
+from mfpipe.mir import form_synth as fs  # noqa: E402 (the thread limits above come first)
+from mfpipe.mir.form import FormConfig, analyse_form, plain_laplacian  # noqa: E402 (the thread limits above come first)
+from mfpipe.mir.synth import RATE  # noqa: E402 (the thread limits above come first)
 
 
 def scores(spec: fs.FormSpec, sections: list[dict]) -> tuple[float, float]:

@@ -73,8 +73,8 @@ def whisper_asr():
 def section_speed(seconds: float) -> None:
     import tempfile
 
-    from mfpipe.lyrics import testaudio
     from mfpipe.localmodels.htdemucs import build_random_htdemucs
+    from mfpipe.lyrics import testaudio
     from mfpipe.lyrics.separation import SeparationConfig, VocalSeparator
     from mfpipe.lyrics.vad import VadConfig, VoiceActivity
 

@@ -38,8 +38,8 @@ import soundfile as sf
 from mfpipe.audio import load_mono
 from mfpipe.mir import SAMPLE_RATE, MirAnalyzer
 from mfpipe.mir.analysis import single_threaded
-from mfpipe.mir.synth import TEST_SONGS, SongSpec, render
 from mfpipe.mir.config import MirSettings
+from mfpipe.mir.synth import TEST_SONGS, SongSpec, render
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 

@@ -192,7 +192,8 @@ def main() -> None:
           f"step checks {think.check_s:.1f} s ({100 * think.check_s / seconds:.0f}%), the rest waiting on the LLM "
           f"({requests} requests in the songs that kept a row, {tokens} generated tokens)")
     print(f"think: step verdicts of the kept chains: {by}; checked by MIR "
-          f"{sum(s.checked_by == 'mir' for s in steps)}, by the audio-LM {sum(s.checked_by == 'audio_lm' for s in steps)}")
+          f"{sum(s.checked_by == 'mir' for s in steps)}, "
+          f"by the audio-LM {sum(s.checked_by == 'audio_lm' for s in steps)}")
 
 
 if __name__ == "__main__":

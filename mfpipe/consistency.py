@@ -38,7 +38,8 @@ What counts as a contradiction (tolerances in the `consistency` config section):
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import ConfigDict, Field
 

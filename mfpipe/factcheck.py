@@ -27,8 +27,9 @@ paper; exactly 30% included): rewrite; above it: drop.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from .consistency import (
     ConsistencyConfig,

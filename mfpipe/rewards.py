@@ -30,11 +30,20 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from . import thinktext
-from .consistency import ConsistencyConfig, bpm_agrees, meter_agrees, parse_key, stated_keys, stated_meters, stated_tempi
+from .consistency import (
+    ConsistencyConfig,
+    bpm_agrees,
+    meter_agrees,
+    parse_key,
+    stated_keys,
+    stated_meters,
+    stated_tempi,
+)
 
 # ------------------------------------------------------------------ <think>/<answer> text
 

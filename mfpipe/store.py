@@ -35,8 +35,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -65,7 +66,7 @@ class ShardWriter:
     that much finished work).
     """
 
-    def __init__(self, store: "OutputStore", directory: str, schema: pa.Schema, run_id: str,
+    def __init__(self, store: OutputStore, directory: str, schema: pa.Schema, run_id: str,
                  max_rows: int, max_bytes: int, flush_seconds: float,
                  on_commit: Callable[[str, pa.Table], None] | None = None):
         self.store = store

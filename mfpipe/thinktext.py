@@ -30,8 +30,8 @@ raises on anything else.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
@@ -66,7 +66,8 @@ def render(steps: Sequence[str], answer: str) -> str:
     final = clean(answer)
     if not final:
         raise ThinkFormatError("the answer is empty")
-    return f"{THINK_OPEN}\n" + "".join(f"{line}\n" for line in lines) + f"{THINK_CLOSE}\n{ANSWER_OPEN}\n{final}\n{ANSWER_CLOSE}"
+    think = "".join(f"{line}\n" for line in lines)
+    return f"{THINK_OPEN}\n{think}{THINK_CLOSE}\n{ANSWER_OPEN}\n{final}\n{ANSWER_CLOSE}"
 
 
 def parse(text: str, *, strict: bool = False) -> ThinkText:

@@ -12,13 +12,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..store import OutputLockedError
 from . import registry
 from .config import ConfigError, PipelineConfig, gpu_present, load_config
 from .inputs import InputError, discover
 from .plan import PlanError
 from .ray_runtime import AuthTokenError, ClusterConnectError, cluster_address
-from .runner import RunResult, Runner, StageSummary
-from ..store import OutputLockedError
+from .runner import Runner, RunResult, StageSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Make MF-Skills / MF-Think style corpora from full-length songs.")
@@ -276,7 +276,8 @@ def inspect(
     skill: Optional[str] = typer.Option(None, "--skill", help="Only this skill (caption, temporal, attribute, "
                                                               "harmony_theory, lyric_vocal, comparative_structural)."),
     song: Optional[str] = typer.Option(None, "--song", help="Only this song: a song_id prefix or part of its path."),
-    rejected: bool = typer.Option(False, "--rejected", help="Show rejects and filter-dropped items instead of samples."),
+    rejected: bool = typer.Option(False, "--rejected",
+                                  help="Show rejects and filter-dropped items instead of samples."),
     samples: int = typer.Option(3, "--samples", "-n", min=0, help="Sample rows per table."),
 ) -> None:
     """A terminal summary of an output folder: rows and rejects per stage, items per skill, sample rows."""
@@ -318,9 +319,9 @@ def export_cmd(
     from ..curate import af3
     from ..curate import export as corpus
     from ..prompts import load_prompt
-    from .runner import code_revision, new_run_id
     from ..schemas import RunInfo
     from ..store import OutputStore
+    from .runner import code_revision, new_run_id
 
     if format not in ("parquet", "af3-json"):
         _fail(f"--format must be parquet or af3-json, got {format!r}")
@@ -402,7 +403,9 @@ def submit(
 ) -> None:
     """Run `mfpipe run` on a Ray cluster as a Ray job; prints the job id.
 
-    The config is resolved here (profile auto: production when the cluster has GPUs) and travels with the job; the cluster's nodes run their own mfpipe install. Inputs and outputs must be URLs (s3://, gs://) or absolute paths that every node sees.
+    The config is resolved here (profile auto: production when the cluster has GPUs) and travels with
+    the job; the cluster's nodes run their own mfpipe install. Inputs and outputs must be URLs (s3://,
+    gs://) or absolute paths that every node sees.
     """
     from .submit import Jobs, prepare
 

@@ -183,4 +183,6 @@ def _alive(actor: Any) -> bool:
 
 def _cause(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[-1][:3000] if "ServerStartError" not in text else text[text.find("ServerStartError"):][:4000]
+    if "ServerStartError" in text:  # the server's own message, with the end of its log
+        return text[text.find("ServerStartError"):][:4000]
+    return text.splitlines()[-1][:3000]

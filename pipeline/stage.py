@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -28,10 +29,14 @@ from ..config import Section
 from ..schemas import Provenance, Reject, RunInfo, SongRecord, ToolVersion, utc_now
 from ..store import OutputStore
 
+if TYPE_CHECKING:  # the config module imports the registry, which imports this one
+    from .config import PipelineConfig
+
 # The pseudo-stage whose "output" is the list of input files (column `source`).
 INPUTS = "inputs"
 
-__all__ = ["INPUTS", "Deferred", "DriverContext", "DriverOutcome", "Resources", "RunInfo", "Shared", "Stage", "StageConfig",
+__all__ = ["INPUTS", "Deferred", "DriverContext", "DriverOutcome", "Resources", "RunInfo", "Shared", "Stage",
+           "StageConfig",
            "StageSettings"]
 
 
@@ -76,7 +81,7 @@ class StageSettings:
     own: StageConfig
     shared: dict[str, Section] = field(default_factory=dict)
 
-    def replace_shared(self, name: str, section: Section) -> "StageSettings":
+    def replace_shared(self, name: str, section: Section) -> StageSettings:
         return StageSettings(self.stage, self.own, {**self.shared, name: section})
 
     def to_json(self) -> str:
@@ -146,7 +151,7 @@ class Stage:
 
     # ---------------------------------------------------------------- settings
     @classmethod
-    def settings_from(cls, config: Any) -> StageSettings:
+    def settings_from(cls, config: PipelineConfig) -> StageSettings:
         """This stage's view of a resolved pipeline config (its section + the shared ones it reads)."""
         own = getattr(config, cls.name, None)
         if own is None:
@@ -160,7 +165,7 @@ class Stage:
         return StageSettings(cls.name, cls.config_model.model_validate(data["own"]), shared)
 
     @classmethod
-    def from_config(cls, config: Any, run: RunInfo) -> "Stage":
+    def from_config(cls, config: PipelineConfig, run: RunInfo) -> Stage:
         """The stage built from a whole pipeline config (tests, benchmarks)."""
         return cls(cls.settings_from(config), run)
 

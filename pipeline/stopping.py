@@ -15,7 +15,7 @@ import contextlib
 import signal
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class StopControl:
@@ -42,7 +42,7 @@ class StopControl:
         return None if self.signum is None else 128 + self.signum
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["StopControl"]:
+    def installed(self) -> Iterator[StopControl]:
         """Catch SIGINT and SIGTERM while the run lives (only possible on the main thread)."""
         if threading.current_thread() is not threading.main_thread():
             yield self

@@ -28,9 +28,10 @@ import shlex
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from mfpipe import __version__
 
@@ -130,15 +131,11 @@ class Jobs:
         except Exception as exc:  # noqa: BLE001
             raise _explain(exc, self.url) from None
 
-    def submit(self, submission: "Submission") -> str:
+    def submit(self, submission: Submission) -> str:
         """Send the job; its runtime env carries the resolved config. Returns the job id."""
         with tempfile.TemporaryDirectory(prefix="mfpipe-job-") as workdir:
             Path(workdir, CONFIG_NAME).write_text(submission.config.to_yaml())
-            # `mfpipe jobs stop`: Ray sends SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S; the run
-            # drains for run.drain_seconds, so it gets that and a margin to commit and shut down.
-            wait = int(submission.config.run.drain_seconds + 15)
-            runtime_env = {"working_dir": workdir, "env_vars": {"PYTHONUNBUFFERED": "1",
-                                                                 "RAY_JOB_STOP_WAIT_TIME_S": str(wait)}}
+            runtime_env = submission.runtime_env(workdir)
             metadata = {"submitted_by": "mfpipe", "mfpipe_version": __version__,
                         "profile": submission.config.profile, "config_hash": submission.config.content_hash()}
             return self._call(self.client.submit_job, entrypoint=submission.entrypoint,
@@ -200,6 +197,14 @@ class Submission:
     entrypoint: str
     config: PipelineConfig
     notes: list[str] = field(default_factory=list)  # how the profile and the LLM endpoint were chosen
+
+    def runtime_env(self, workdir: str) -> dict[str, Any]:
+        """The job's runtime env: the one-file working dir with the config, and the environment.
+
+        `mfpipe jobs stop`: Ray sends the driver SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S;
+        the run drains for run.drain_seconds, so it gets that and a margin to commit and shut down."""
+        wait = int(self.config.run.drain_seconds + 15)
+        return {"working_dir": workdir, "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_JOB_STOP_WAIT_TIME_S": str(wait)}}
 
 
 def _option_values(args: list[str], names: tuple[str, ...]) -> tuple[list[str], list[str]]:

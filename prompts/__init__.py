@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -66,7 +66,7 @@ def available() -> dict[str, list[str]]:
     return {pid: [f"v{v}" for v in sorted(vs)] for pid, vs in sorted(found.items())}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_prompt(name: str) -> Prompt:
     """`id` (latest version) or `id.vN` (that version) → the Prompt with its hash."""
     pid, _, version = name.partition(".")

@@ -1,13 +1,13 @@
 """Pydantic records: the single source of truth for every Parquet table."""
 
 from .arrow import arrow_schema, to_table
-from .common import LlmUsage, ModelRef, PromptRef, Provenance, Record, Reject, RunInfo, SongRecord, ToolVersion, utc_now
 from .caption import CaptionRecord, CaptionWindow
+from .common import LlmUsage, ModelRef, PromptRef, Provenance, Record, Reject, RunInfo, SongRecord, ToolVersion, utc_now
 from .filter import FilterRecord, ItemJudgement, QaJudgement
 from .ingest import IngestRecord
-from .think import Chain, ChainStep, ThinkRecord
 from .lyrics import LyricsRecord, Word
 from .mir import PITCH_CLASSES, ChordSpan, MirRecord, SongSection
+from .think import Chain, ChainStep, ThinkRecord
 
 __all__ = [
     "PITCH_CLASSES",

@@ -12,7 +12,7 @@ import datetime as dt
 import enum
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pyarrow as pa
@@ -71,7 +71,7 @@ def _fields(model: type[BaseModel]) -> list[pa.Field]:
     return fields
 
 
-@lru_cache(maxsize=None)
+@cache
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     """The Arrow schema of a record class, with the class name as metadata."""
     return pa.schema(_fields(model), metadata={b"mfpipe.record": model.__name__.encode()})

@@ -11,7 +11,7 @@ from mfpipe import __version__
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +77,7 @@ class LlmUsage(Record):
     completion_tokens: int = 0
     seconds: float = 0.0  # wall time from the first request to the last answer
 
-    def add(self, other: "LlmUsage") -> "LlmUsage":
+    def add(self, other: LlmUsage) -> LlmUsage:
         """Add another's counts to this one (not its seconds: wall time does not sum)."""
         for name in ("requests", "retries", "repairs", "prompt_tokens", "completion_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))

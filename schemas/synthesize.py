@@ -11,7 +11,7 @@ Two kinds of models live here:
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Literal
 
 from pydantic import Field, create_model, field_validator
@@ -125,7 +125,7 @@ class StrictChoiceQaDraft(ChoiceQaDraft):
 CHARS_PER_WORD = 5
 
 
-@lru_cache(maxsize=None)
+@cache
 def caption_draft(max_chars: int, min_words: int = 1) -> type[Record]:
     """{"caption": str} between `min_words` words (the schema's minLength, so the server's grammar
     holds the model to it) and `max_chars` characters."""
@@ -143,7 +143,7 @@ def caption_draft(max_chars: int, min_words: int = 1) -> type[Record]:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def qa_draft(n_open: int, n_choice: int, n_options: int, strict: bool = True) -> type[Record]:
     """{"open": [exactly n_open], "multiple_choice": [exactly n_choice]} for one skill.
 

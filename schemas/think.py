@@ -8,13 +8,12 @@ gives its error rate.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Annotated
 
 from pydantic import Field, create_model
 
-from .common import Record, SongRecord
-from .common import LlmUsage
+from .common import LlmUsage, Record, SongRecord
 
 
 class ChainStep(Record):
@@ -55,7 +54,7 @@ StepText = Annotated[str, Field(min_length=1, max_length=200)]
 FixText = Annotated[str, Field(max_length=200)]  # empty: delete the step
 
 
-@lru_cache(maxsize=None)
+@cache
 def chain_draft(min_steps: int, max_steps: int, n_options: int = 0) -> type[Record]:
     """{"steps": [min..max short sentences], "answer": ...}: for a multiple-choice question the
     answer is the letter of an option that exists, else a short sentence."""
@@ -66,7 +65,7 @@ def chain_draft(min_steps: int, max_steps: int, n_options: int = 0) -> type[Reco
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def fix_draft(n_fixes: int, n_options: int = 0) -> type[Record]:
     """{"fixes": [one replacement per flagged step, in order; "" deletes it], "answer": ...}."""
     return create_model(

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from pydantic import Field
 
 from .. import audio
@@ -45,10 +44,10 @@ from ..backends import refs
 from ..backends.audiolm import AudioLMSettings
 from ..consistency import ConsistencyConfig, check_answer, check_text
 from ..factcheck import SongClips, hear, song_clips, spread, windows_for
-from ..songfacts import measured
 from ..pipeline.registry import register
 from ..pipeline.stage import Resources, Stage, StageConfig
 from ..schemas import FilterRecord, ItemJudgement, QaJudgement, Reject, ToolVersion
+from ..songfacts import measured
 
 
 class FilterConfig(AudioLMSettings, StageConfig):
@@ -266,7 +265,8 @@ class FilterStage(Stage):
         mass = max(p.mass or 0.0 for p in picks)
         unsure = "" if mass >= self.cfg.min_mass else f" (little probability on any letter: {mass:.2f})"
         reasons.append(f"asked the question itself, the audio-LM chose {'ABCDEFGH'[best]} {answer!r} "
-                       f"(p {probs[best]:.2f}){unsure}: {'the reference answer' if correct else 'not the reference answer'}")
+                       f"(p {probs[best]:.2f}){unsure}: "
+                       f"{'the reference answer' if correct else 'not the reference answer'}")
         return answer, correct, float(probs[best])
 
     def _unjudged(self, answers: list, what: str) -> str:
@@ -283,7 +283,8 @@ class FilterStage(Stage):
         reasons.extend(f"MIR: {f}" for f in flags)
         keep = audio_ok and not mir_drop
         if keep:
-            reasons.insert(0, "kept" + (" (MIR contradictions noted, filter.drop_on_mir_flags is off)" if flags else ""))
+            noted = " (MIR contradictions noted, filter.drop_on_mir_flags is off)" if flags else ""
+            reasons.insert(0, "kept" + noted)
         else:
             why = [w for w, on in (("the audio-LM did not confirm it", not audio_ok),
                                    ("it contradicts the MIR facts", mir_drop)) if on]

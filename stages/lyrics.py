@@ -122,7 +122,8 @@ class LyricsStage(Stage):
             notes.append("the language needs lyrics.language.fallback_model, which is not set: no words")
         wrote = None
         if song.words:
-            wrote = self.fallback.location.ref if song.outcome == "fallback" and self.fallback else self.asr.location.ref
+            by_fallback = song.outcome == "fallback" and self.fallback is not None
+            wrote = (self.fallback if by_fallback else self.asr).location.ref
         outcome = song.outcome if song.outcome in ("no_vocals", "language_unsupported", "fallback") else "ok"
         if outcome == "fallback" and self.fallback is None:
             outcome = "language_unsupported"

@@ -189,8 +189,8 @@ class SynthesizeStage(Stage):
             if any(r.error in OUTAGE_ERRORS for _, r in failed):
                 return self.defer(row, "llm", f"{part}: {res.message}{more}"[:2000])
             if part == "caption" and res.error == "invalid_output" and "at least" in res.message:
-                return self.reject(row, "caption_too_short", f"caption: {res.message}, after one repair "
-                                   f"request{more}"[:2000], retryable=True)
+                return self.reject(row, "caption_too_short", f"the rich caption is too short after one repair "
+                                   f"request: {res.message}{more}"[:2000], retryable=True)
             return self.reject(row, f"llm_{res.error}", f"{part}: {res.message}{more}"[:2000],
                                retryable=res.retryable)
         return self._record(row, song, parts, usage)

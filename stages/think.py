@@ -29,9 +29,10 @@ Per song:
 A dropped chain is not in the song's row; it becomes a rejects row (stage
 `think`; error `too_many_wrong_steps`, `still_wrong_after_rewrite`,
 `wrong_answer` or `llm_<error>`; the message gives the ratios). A song whose
-every chain was dropped has only rejects. A transient LLM failure (timeout,
-server error) turns the whole song into one retryable reject, so a rerun
-redoes it whole.
+every chain was dropped has only rejects. When the LLM server fails for a song
+(connection, timeout, 5xx, model not found) the song is deferred: the runner
+pauses the stage while it checks the server and redoes the song whole; any
+other failed request makes the whole song one retryable reject.
 
 All chains of a batch move together: drafts for every song are in flight at
 once, then every step of every chain goes to the audio-LM in one batched
@@ -54,8 +55,18 @@ from ..backends.audiolm import AudioLMSettings
 from ..backends.llm import OUTAGE_ERRORS, LlmConfig
 from ..config import Section
 from ..consistency import ConsistencyConfig, check_answer
-from ..factcheck import Check, SongClips, audio_check, decide, describe, error_rate, hear, mir_check, song_clips, \
-    windows_for
+from ..factcheck import (
+    Check,
+    SongClips,
+    audio_check,
+    decide,
+    describe,
+    error_rate,
+    hear,
+    mir_check,
+    song_clips,
+    windows_for,
+)
 from ..pipeline.registry import register
 from ..pipeline.services import Services
 from ..pipeline.stage import Deferred, Resources, Stage, StageConfig, StageSettings
@@ -76,7 +87,7 @@ class ThinkStepCheck(Section):
     min_mass: float = Field(0.5, ge=0, le=1, description="P(yes)+P(no) below this: unverifiable (no real answer).")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ThinkStepCheck":
+    def _ordered(self) -> ThinkStepCheck:
         if self.wrong_p_yes > self.correct_p_yes:
             raise ValueError("wrong_p_yes must not exceed correct_p_yes")
         return self
@@ -108,7 +119,7 @@ class ThinkConfig(AudioLMSettings, StageConfig):
     max_caption_chars: int = Field(4000, ge=0, description="Characters of synthesize's rich caption in the prompt.")
 
     @model_validator(mode="after")
-    def _steps(self) -> "ThinkConfig":
+    def _steps(self) -> ThinkConfig:
         if self.min_steps > self.max_steps:
             raise ValueError("min_steps must not exceed max_steps")
         return self
@@ -196,7 +207,8 @@ class ThinkStage(Stage):
     @classmethod
     def banner_notes(cls, settings: StageSettings) -> list[str]:
         notes = refs.stand_in_notes(settings.own.model,
-                                    "checks steps with a tiny RANDOM-WEIGHT stand-in for Music Flamingo: its judgements are noise, made only to exercise the pipeline")
+                                    "checks steps with a tiny RANDOM-WEIGHT stand-in for Music Flamingo: its "
+                                    "judgements are noise, made only to exercise the pipeline")
         llm = settings.shared["llm"]
         if llm.base_url:
             notes.append(f"LLM {llm.model} at {llm.base_url}")
@@ -330,7 +342,8 @@ class ThinkStage(Stage):
                 reference = f"{'ABCDEFGH'[item.options.index(item.reference)]}. {item.reference}"
         task = self.t.task_chain(item.question, item.options, reference, cfg.min_steps, cfg.max_steps)
         messages = [{"role": "system", "content": str(self.t.system()).strip()},
-                    {"role": "user", "content": f"{self.t.song(song.facts, song.untrusted_json)}\n\n{str(task).strip()}"}]
+                    {"role": "user",
+                     "content": f"{self.t.song(song.facts, song.untrusted_json)}\n\n{str(task).strip()}"}]
         return Job(n, item, messages)
 
     # ------------------------------------------------------------ LLM
@@ -341,7 +354,7 @@ class ThinkStage(Stage):
         if self._failed(song, job, result, "draft"):
             return
         job.steps = [clean(s) for s in result.value.steps if clean(s)]
-        job.answer = result.value.answer.strip()
+        job.answer = clean(result.value.answer)
 
     async def rewrite(self, song: Song, job: Job) -> None:
         """One rewrite round: the flagged steps and reasons go back to the LLM; its fixes replace them."""
@@ -367,7 +380,7 @@ class ThinkStage(Stage):
         for i, fix in zip(wrong, fixes):
             steps[i] = clean(fix)
         job.steps = [s for s in steps if s]
-        job.answer = answer.strip()
+        job.answer = clean(answer)
         job.rewrites += 1
 
     def _failed(self, song: Song, job: Job, result: Any, what: str) -> bool:

@@ -21,9 +21,10 @@ take the others down.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -120,7 +121,7 @@ class Asr:
             self._model = _load_whisper(self.location, self.device, compute_type)
 
     @classmethod
-    def from_config(cls, cfg: AsrSettings) -> "Asr":
+    def from_config(cls, cfg: AsrSettings) -> Asr:
         return cls(cfg.backend, cfg.model, revision=cfg.revision, device=cfg.device, chunk_s=cfg.chunk_s,
                    batch_size=cfg.asr_batch, language=cfg.asr_language, compute_type=cfg.compute_type,
                    no_speech_threshold=cfg.no_speech_threshold)

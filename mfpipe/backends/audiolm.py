@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -189,7 +190,7 @@ class AudioLM:
 
     @classmethod
     def from_model(cls, model: Any, processor: Any, *, name: str, random_weights: bool,
-                   batch_size: int = 16) -> "AudioLM":
+                   batch_size: int = 16) -> AudioLM:
         """Wrap a model and processor already in memory (the benchmark builds full-size random ones)."""
         self = cls.__new__(cls)
         self.location = refs.ModelLocation(name, name, local=False)
@@ -215,7 +216,7 @@ class AudioLM:
         self._eos_ids = model.generation_config.eos_token_id or self.tokenizer.eos_token_id
 
     @classmethod
-    def from_config(cls, cfg: AudioLMSettings) -> "AudioLM":
+    def from_config(cls, cfg: AudioLMSettings) -> AudioLM:
         """From a stage section with the audio-LM settings."""
         return cls(cfg.model, revision=cfg.revision, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation,
                    device=cfg.device, batch_size=cfg.generate_batch)
@@ -522,6 +523,7 @@ def _quiet_transformers() -> None:
 
 
 __all__ = [
-    "AudioLM", "AudioLMError", "AudioLMSettings", "Answer", "Choice", "Query", "Score", "YesNo", "LETTERS", "split_windows", "window_clip",
+    "AudioLM", "AudioLMError", "AudioLMSettings", "Answer", "Choice", "Query", "Score", "YesNo", "LETTERS",
+    "split_windows", "window_clip",
     "SAMPLE_RATE", "WINDOW_S", "MAX_WINDOWS", "MIN_CLIP_S", "RANDOM_WEIGHTS_NOTE",
 ]

@@ -210,7 +210,7 @@ class Llm:
         self.max_in_flight = 0  # high-water mark of concurrent requests (tests and benchmarks read it)
 
     @classmethod
-    def from_config(cls, cfg: LlmConfig, base_url: str | None = None) -> "Llm":
+    def from_config(cls, cfg: LlmConfig, base_url: str | None = None) -> Llm:
         """From an `LlmConfig`; `base_url` overrides cfg.base_url (e.g. a server mfpipe started)."""
         url = base_url or cfg.base_url
         if not url:

@@ -147,8 +147,8 @@ class VllmServer:
         self._keeper: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, llm: "LlmConfig", *, host: str | None = None,
-                    args: list[str] | None = None) -> "VllmServer":
+    def from_config(cls, llm: LlmConfig, *, host: str | None = None,
+                    args: list[str] | None = None) -> VllmServer:
         """From an `LlmConfig`: serve `server.local_model` (built by `mfpipe models prepare`),
         else `server.model`, else `llm.model`, under the name requests use (`llm.model`).
         `host` and `args` override the configured ones (the run's plan sets the memory fraction)."""
@@ -191,7 +191,7 @@ class VllmServer:
             return ""
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> "VllmServer":
+    def start(self) -> VllmServer:
         if not self.python.exists():
             raise ServerStartError(f"no Python at {self.python} for the vLLM server (llm.server.python); "
                                    f"scripts/install.sh makes .venv-vllm, or set llm.base_url")
@@ -272,7 +272,7 @@ class VllmServer:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -295,7 +295,7 @@ def flag_value(args: list[str], name: str) -> str | None:
 def with_flag(args: list[str], name: str, value: str) -> list[str]:
     """`args` with `--name` set to `value` (an earlier value of it removed)."""
     out, skip = [], False
-    for i, arg in enumerate(args):
+    for _i, arg in enumerate(args):
         if skip:
             skip = False
             continue

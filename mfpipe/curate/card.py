@@ -88,11 +88,10 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
     out.append("\n## Rows per stage\n\n")
     out.append(_table(["stage", "rows"], [[k, v] for k, v in stage_rows.items()]))
     out.append("\n## Rejects by reason (every stage)\n\n")
-    out.append("`resolved`: retryable rejects whose song has an output in that stage now "
-               "(a later run got it through).\n\n")
-    out.append(_table(["stage", "error", "rejects", "retryable", "resolved", "example"],
-                      [[r["stage"], r["error"], r["count"], r["retryable"], r["resolved"], r["example"][:160]]
-                       for r in rejects]))
+    out.append("Open rejects only: a reject a later run made good is moved to `rejects/<stage>/_resolved/`, "
+               "so rows plus rejects count every song once. `retryable`: a rerun tries them again.\n\n")
+    out.append(_table(["stage", "error", "rejects", "retryable", "example"],
+                      [[r["stage"], r["error"], r["count"], r["retryable"], r["example"][:160]] for r in rejects]))
     out.append("\n## Models\n\n")
     out.append(_table(["stage", "role", "model", "revision", "random weights", "rows"],
                       [[m["stage"], m["role"], m["name"], m["revision"] or "",

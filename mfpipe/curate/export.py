@@ -40,8 +40,9 @@ import os
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,6 +54,7 @@ from ..schemas.export import SkillsRow, ThinkRow
 from ..schemas.synthesize import SKILLS
 from ..songfacts import chord_changes, meter_text
 from ..store import OutputStore
+
 
 class ExportSettings(Section):
     """MF-Skills / MF-Think Parquet export, its dataset card, and the AF3 JSON export."""
@@ -161,7 +163,7 @@ class Lookups:
     filter: dict[str, dict[str, Any]] | None  # None: the filter never ran on this output
 
     @classmethod
-    def load(cls, store) -> "Lookups":
+    def load(cls, store) -> Lookups:
         ingest = _by_song(_read(store, "ingest", ["song_id", "source", "duration_s", "processed_s"]))
         mir_table = _read(store, "mir", ["song_id", "bpm", "meter", "key", "mode", "key_strength",
                                          "loudness_lufs", "chords", "sections"])

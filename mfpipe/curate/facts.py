@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..pipeline.registry import CANONICAL
 from ..store import REJECTS, RUNS
 
 # Folders under OUT that are not stage outputs.
@@ -42,19 +41,33 @@ LICENCES: tuple[tuple[str, str, str], ...] = (
     ("nnls-chroma", "Chordino / NNLS-Chroma Vamp plugin (chords)", "GPL-2.0-or-later"),
     ("libsndfile", "libsndfile (decoding)", "LGPL-2.1-or-later"),
     ("nemo", "NVIDIA NeMo", "Apache-2.0"),
+    ("htdemucs", "Demucs (htdemucs) vocal separation", "MIT"),
+    ("demucs", "Demucs (htdemucs) vocal separation", "MIT"),
+    ("silero", "Silero VAD", "MIT"),
+    ("librosa", "librosa (song form)", "ISC"),
     ("transformers", "Hugging Face transformers", "Apache-2.0"),
 )
 
 
+def stage_order(store) -> dict[str, int]:
+    """Stage name -> its place in pipeline order, as the output folder's runs planned them."""
+    order: dict[str, int] = {}
+    for run in store.runs():
+        for name in run.get("stages") or []:
+            order.setdefault(name, len(order))
+    return order
+
+
 def stage_names(store) -> list[str]:
-    """Stage output folders present in OUT, in pipeline order."""
+    """Stage output folders present in OUT, in pipeline order (the order the runs planned them in)."""
     try:
         entries = store.fs.ls(store.root, detail=False)
     except FileNotFoundError:
         return []
     names = [p.rstrip("/").rsplit("/", 1)[-1] for p in entries]
     found = [n for n in names if n not in NOT_STAGES and not n.startswith((".", "_")) and store.shards(store.join(n))]
-    return sorted(found, key=lambda n: (CANONICAL.index(n) if n in CANONICAL else len(CANONICAL), n))
+    order = stage_order(store)
+    return sorted(found, key=lambda n: (order.get(n, len(order)), n))
 
 
 def stage_rows(store) -> dict[str, int]:
@@ -79,23 +92,18 @@ def reject_rows(store) -> pa.Table:
 
 
 def reject_summary(store, rejects: pa.Table | None = None) -> list[dict[str, Any]]:
-    """Rejects grouped by (stage, error): count, retryable, and how many of the retryable ones
-    have an output in that stage now (a later run got them through)."""
+    """Open rejects grouped by (stage, error): count and how many are retryable. (A reject a later run
+    made good is no longer open: the runner moves it to rejects/<stage>/_resolved/.)"""
     rejects = reject_rows(store) if rejects is None else rejects
     if rejects.num_rows == 0:
         return []
-    done: dict[str, set[str]] = {}
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rejects.select(["stage", "error", "retryable", "song_id", "message"]).to_pylist():
-        stage = row["stage"]
-        if stage not in done:
-            done[stage] = store.keys(store.stage_dir(stage), "song_id") if store.has_output(stage) else set()
-        entry = out.setdefault((stage, row["error"]), {"stage": stage, "error": row["error"], "count": 0,
-                                                      "retryable": 0, "resolved": 0, "example": row["message"]})
+    for row in rejects.select(["stage", "error", "retryable", "message"]).to_pylist():
+        entry = out.setdefault((row["stage"], row["error"]), {"stage": row["stage"], "error": row["error"],
+                                                              "count": 0, "retryable": 0, "example": row["message"]})
         entry["count"] += 1
         entry["retryable"] += int(bool(row["retryable"]))
-        entry["resolved"] += int(bool(row["retryable"]) and row["song_id"] in done[stage])
-    order = {n: i for i, n in enumerate(CANONICAL)}
+    order = stage_order(store)
     return sorted(out.values(), key=lambda e: (order.get(e["stage"], 99), -e["count"], e["error"]))
 
 

@@ -68,9 +68,9 @@ def stage_table(store, rejects: list[dict[str, Any]]) -> Table:
     for r in rejects:
         counts = by_stage.setdefault(r["stage"], [0, 0])
         counts[0] += r["count"]
-        counts[1] += r["count"] - r["resolved"]
+        counts[1] += r["retryable"]
     table = Table(title="stages")
-    for col in ("stage", "rows", "rejects", "outstanding"):
+    for col in ("stage", "rows", "rejects", "retryable"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for stage in dict.fromkeys([*rows, *by_stage]):
         rej = by_stage.get(stage, [0, 0])

@@ -322,16 +322,16 @@ def render(data: dict[str, Any], title: str) -> str:
              f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>",
              f"<header><h1>{_esc(title)}</h1><p>mfpipe report · "
              f"{_esc(manifest['version'] if manifest else 'no export')} · "
-             f"made {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p></header><main>"]
+             f"made {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p></header><main>"]
     parts += [f'<div class="warn">{_esc(w)}</div>' for w in warnings]
     parts.append('<div class="stats">' + "".join(f'<div class="stat"><b>{_esc(v)}</b><span>{_esc(k)}</span></div>'
                                                  for k, v in stats) + "</div>")
     parts.append('<h2>Music</h2><div class="grid">' + "".join(plots[:5]) + "</div>")
     parts.append('<h2>Items and quality</h2><div class="grid">' + "".join(plots[5:]) + "</div>")
     parts.append("<h2>Stages</h2>" + _table(["stage", "rows"], [[k, v] for k, v in data["stage_rows"].items()], {1}))
-    parts.append("<h2>Rejects</h2>" + _table(["stage", "error", "rejects", "retryable", "resolved", "example"],
-                                             [[r["stage"], r["error"], r["count"], r["retryable"], r["resolved"],
-                                               r["example"][:160]] for r in data["rejects"]], {2, 3, 4}))
+    parts.append("<h2>Rejects</h2>" + _table(["stage", "error", "rejects", "retryable", "example"],
+                                             [[r["stage"], r["error"], r["count"], r["retryable"],
+                                               r["example"][:160]] for r in data["rejects"]], {2, 3}))
     parts.append("<h2>Models</h2>" + _table(["stage", "role", "model", "random weights", "rows"],
                                             [[m["stage"], m["role"], m["name"], "yes" if m["random_weights"] else "no",
                                               m["rows"]] for m in prov.models], {4}))

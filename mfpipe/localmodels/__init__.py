@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 Builder = Callable[[Path], Path]
 # Beside or inside a built model: what it is, e.g. {"random_weights": true} (read by backends.refs).

@@ -23,7 +23,6 @@ import numpy as np
 from pydantic import Field
 
 from ..config import Section
-
 from .guard import GuardConfig, guard_words
 from .language import LanguageConfig, LanguageDecision, LanguageDetector, LanguageGuess, decide
 from .regions_asr import transcribe_regions_cfg

@@ -11,8 +11,9 @@ VAD ran) and applies, in order:
    `filler_prefixes` such as "subtitles by", with the rest of that line;
    `filler_alone`, e.g. "you", "thank you", only when they are all a region holds).
 4. `loop`: an n-gram (n <= `loop_max_n`) repeated `loop_min_repeats` or more times in a
-   row inside ONE region with no pause longer than `loop_max_gap_s` anywhere in the run; the first `loop_keep` copies stay. A line that recurs across regions or
-   sections (a chorus) is never a loop: runs stop at region boundaries and long gaps.
+   row inside ONE region with no pause longer than `loop_max_gap_s` anywhere in the run; the
+   first `loop_keep` copies stay. A line that recurs across regions or sections (a chorus) is
+   never a loop: runs stop at region boundaries and long gaps.
 5. `long_word`: a word lasting more than `max_word_s`.
 6. `word_rate`: a region whose words come faster than `max_words_per_s`.
 
@@ -81,7 +82,8 @@ class GuardConfig(Section):
     max_word_s: float = Field(6.0, gt=0.0, description="A word lasting longer than this is implausible.")
     max_words_per_s: float = Field(
         8.0, gt=0.0, description="A region whose words come faster than this (words per second) is implausible.")
-    word_rate_min_words: int = Field(6, ge=1, description="The word-rate rule looks only at regions with this many words.")
+    word_rate_min_words: int = Field(6, ge=1, description="The word-rate rule looks only at regions with this many "
+                                     "words.")
     flag_only: list[Rule] = Field(
         default_factory=list, description="Rules that only report their words and keep them.")
 

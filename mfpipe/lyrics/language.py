@@ -35,20 +35,15 @@ The English log-probability margin is thin (English >= -0.58, others <= -0.76).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from ..config import Section
-
 from . import vad as vad_mod
 
 SAMPLE_RATE = 16000
@@ -74,7 +69,8 @@ class LanguageConfig(Section):
                                "English-only Whisper's log-probability; assume: no detection.")
     detector_model: str = Field(
         PACKAGED_WHISPER_BASE,
-        description="Multilingual faster-whisper model for detector=whisper: prepared:whisper-base-multilingual (from PyPI, offline), "
+        description="Multilingual faster-whisper model for detector=whisper: prepared:whisper-base-multilingual "
+                    "(from PyPI, offline), "
                     "a local folder, a package: ref or a hub id (downloaded at run time).")
     english_model: str = Field(
         ENGLISH_ONLY_WHISPER, description="English-only faster-whisper model for detector=asr_confidence.")

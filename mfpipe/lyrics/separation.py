@@ -18,7 +18,7 @@ sample (same start, same duration), and optionally writes the 44.1 kHz stereo st
 - Device: `auto` picks cuda when torch sees one.
 
 Production loads the pretrained model by name (`demucs.pretrained.get_model("htdemucs")`,
-weights fetched from the model hub at run time). A local model file (written by
+weights that Demucs downloads itself at run time). A local model file (written by
 `save_model`, e.g. the random-weight stand-in of `mfpipe.localmodels.htdemucs`) loads with
 no network; a `<file>.mfpipe-model.json` beside it marking `random_weights` makes every
 result say so (`SeparationResult.random_weights`), so banners and provenance can warn
@@ -46,7 +46,6 @@ import soxr
 from pydantic import Field
 
 from ..config import Section
-
 from ..devices import pick_device
 from ..localmodels import MARKER
 
@@ -102,7 +101,8 @@ def save_model(model: Any, path: Path, *, random_weights: bool, about: str = "")
     args, kwargs = model._init_args_kwargs
     torch.save({"klass": model.__class__, "args": args, "kwargs": kwargs,
                 "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
-    path.with_name(f"{path.name}.{MARKER}").write_text(json.dumps({"name": path.stem, "random_weights": random_weights, "about": about},
+    info = {"name": path.stem, "random_weights": random_weights, "about": about}
+    path.with_name(f"{path.name}.{MARKER}").write_text(json.dumps(info,
                                         indent=2))
     return path
 

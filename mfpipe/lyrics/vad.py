@@ -39,7 +39,8 @@ class VadConfig(Section):
         "sequence", description="Silero VAD form: batched ONNX ('sequence', fastest), per-frame ONNX, or TorchScript.")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Speech probability above which a 32 ms frame is speech.")
     neg_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="Probability below which speech ends (None: threshold - 0.15, Silero's default).")
+        None, ge=0.0, le=1.0,
+        description="Probability below which speech ends (None: threshold - 0.15, Silero's default).")
     min_speech_s: float = Field(0.25, ge=0.0, description="Speech stretches shorter than this are dropped.")
     min_silence_s: float = Field(0.3, ge=0.0, description="Silence needed to end a speech stretch.")
     speech_pad_s: float = Field(0.03, ge=0.0, description="Padding Silero itself adds to each stretch.")

@@ -65,15 +65,18 @@ class FormConfig(Section):
     silence_dbfs: float = Field(-60.0, description="A song whose peak stays below this (dBFS) is silent: no sections.")
     # --- grid
     min_beats: int = Field(8, ge=2, description="Fewer beats than this: a fixed grid of fallback_bar_s instead.")
-    fallback_beats_per_bar: int = Field(4, ge=1, description="Bar length (beats) when beats come without downbeats.")
-    fallback_bar_s: float = Field(2.0, gt=0, description="Bar length (s) of the fixed grid used when there are no beats.")
-    gap_fill_ratio: float = Field(1.5, gt=1.0, description="A gap between downbeats longer than this many median bars is "
-                                                            "filled with evenly spaced bars (and the song's ends "
-                                                            "extended at the median bar length).")
+    fallback_beats_per_bar: int = Field(4, ge=1, description="Bar length (beats) when beats come without "
+                                        "downbeats.")
+    fallback_bar_s: float = Field(2.0, gt=0, description="Bar length (s) of the fixed grid used when there are no "
+                                  "beats.")
+    gap_fill_ratio: float = Field(1.5, gt=1.0, description="A gap between downbeats longer than this many median "
+                                  "bars is filled with evenly spaced bars (and the song's ends extended at the "
+                                  "median bar length).")
     max_units: int = Field(800, ge=16, description="At most this many analysis units: longer songs group consecutive "
                                                    "bars, so every matrix stays max_units x max_units.")
     # --- features
-    feature_sample_rate: int = Field(11025, ge=4000, description="The audio is resampled to this rate for the features.")
+    feature_sample_rate: int = Field(11025, ge=4000, description="The audio is resampled to this rate for the "
+                                     "features.")
     n_fft: int = Field(4096, ge=256, description="STFT size at feature_sample_rate.")
     hop_length: int = Field(1024, ge=64, description="STFT hop at feature_sample_rate.")
     feature_chunk_s: float = Field(60.0, ge=0, description="Spectra are computed this many seconds at a time "

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from mfpipe import audio
-from mfpipe.backends.audiolm import (MIN_CLIP_S, SAMPLE_RATE, AudioLM, AudioLMError, Query, split_windows,
-                                     window_clip)
+from mfpipe.backends.audiolm import MIN_CLIP_S, SAMPLE_RATE, AudioLM, AudioLMError, Query, split_windows, window_clip
 
 EXAMPLES = ("harbor_lights.mp3", "anna_waltz.flac", "night_drive.ogg", "slow_tide.flac")
 

@@ -11,9 +11,8 @@ from pydantic import Field
 
 from mfpipe.backends.llm import Llm, Result, _answer, token_budget
 from mfpipe.schemas import Record
-
-from support.llm_data import RunningWatcher, cpu_config
 from support.fault_proxy import FaultProxy
+from support.llm_data import RunningWatcher, cpu_config
 
 pytestmark = pytest.mark.slow
 

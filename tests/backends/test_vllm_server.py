@@ -11,7 +11,6 @@ import pytest
 
 from mfpipe.backends.vllm_server import ServerStartError, VllmServer, resolve_python, with_flag
 from mfpipe.pipeline.services import Services
-
 from support.llm_data import cpu_config
 
 

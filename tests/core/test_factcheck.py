@@ -6,7 +6,6 @@ import pytest
 
 from mfpipe.backends.audiolm import YesNo
 from mfpipe.factcheck import audio_check, decide, describe, error_rate, hear, mir_check, spread, times_in, windows_for
-
 from support.think_data import HARBOR, RIGHT, TRUTH, WRONG, mir_row
 
 MIR = mir_row(TRUTH[HARBOR])  # 120 BPM, 4/4, C major, chords C G Am F

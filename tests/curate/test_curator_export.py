@@ -15,12 +15,11 @@ import pytest
 from mfpipe.curate import export as corpus
 from mfpipe.pipeline.config import load_config
 from mfpipe.pipeline.stage import RunInfo
-from mfpipe.store import OutputStore
 from mfpipe.schemas import arrow_schema
 from mfpipe.schemas.export import SkillsRow, ThinkRow
-
-from support.fixtures_curate import copy_out
+from mfpipe.store import OutputStore
 from support.corpus import Plan, expected_counts, write_llm_stages
+from support.fixtures_curate import copy_out
 
 # The session fixture runs the real CLI (ingest + MIR on the example songs, then export).
 pytestmark = pytest.mark.slow

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from support.helpers import run_mfpipe
 
 from mfpipe.curate import af3
 from mfpipe.prompts import load_prompt
 from mfpipe.rewards import accuracy_reward, format_reward
-
 from support.fixtures_curate import copy_out
+from support.helpers import run_mfpipe
 
 # The session fixture runs the real CLI (ingest + MIR on the example songs, then export).
 pytestmark = pytest.mark.slow
@@ -148,7 +147,8 @@ def test_report_renders_in_chromium(exported, tmp_path):
             browser.close()
     assert not [m for m in messages if m[0] in ("error", "pageerror", "warning")], messages
     assert requests == [page_path.as_uri()]  # nothing else was fetched
-    assert set(plots) == {"bpm", "keys", "meter", "sections", "section_length", "genres", "instruments", "skills", "caption_words",
+    assert set(plots) == {"bpm", "keys", "meter", "sections", "section_length", "genres", "instruments", "skills",
+                          "caption_words",
                           "pass_rates", "think", "rejects"}
     assert drawn == set(plots)  # every plot has data in this output
     assert all(n >= 5 for n in marks.values()), marks

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from support.helpers import read_dir, run_mfpipe
 
 from mfpipe.schemas import FilterRecord, Reject, ThinkRecord
 from mfpipe.thinktext import is_well_formed, parse
-
+from support.helpers import read_dir, run_mfpipe
 from support.think_data import TRUTH
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,6 @@ import yaml
 from mfpipe.backends.vllm_server import VllmServer
 from mfpipe.localmodels import model_path
 from mfpipe.pipeline.config import load_config
-
 from support.helpers import REPO, read_dir, run_mfpipe
 
 pytestmark = pytest.mark.slow

@@ -14,11 +14,10 @@ import duckdb
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from support.helpers import run_mfpipe
 
 from mfpipe.prompts import load_prompt
 from mfpipe.schemas.synthesize import SKILLS, SynthesizeRecord
-
+from support.helpers import run_mfpipe
 from support.llm_data import EXAMPLES, INJECTED_FILE, INJECTION_MARK, TRUTH, RunningWatcher, write_upstream
 
 pytestmark = pytest.mark.slow
@@ -41,6 +40,9 @@ def servers_on(port: int) -> list[psutil.Process]:
 def mfpipe_run(out: Path, port: int) -> subprocess.CompletedProcess:
     return run_mfpipe("run", "--stage", "synthesize", "--input", str(EXAMPLES), "--output", str(out),
                       "--set", "profile=cpu", "--set", f"llm.server.port={port}",
+                      # The 135M model sometimes writes captions shorter than the floor (a retryable
+                      # caption_too_short reject, tested on its own): off here, so every song has its row.
+                      "--set", "synthesize.caption_min_ratio=0",
                       "--set", f"llm.server.log_file={out / 'vllm.log'}", timeout=900, check=False)
 
 
@@ -87,7 +89,7 @@ def test_all_five_skills_with_the_configured_counts(run_once):
     for r in records(run_once[0]):
         by_skill = {s: [q for q in r.qa if q.skill == s] for s in SKILLS}
         assert all(by_skill.values()), f"missing skills in {r.source}: {[s for s, q in by_skill.items() if not q]}"
-        for skill, items in by_skill.items():
+        for _skill, items in by_skill.items():
             open_items = [q for q in items if not q.options]
             choice = [q for q in items if q.options]
             assert len(open_items) == 1 and len(choice) <= 1

@@ -12,7 +12,6 @@ import ray
 import yaml
 
 from mfpipe.pipeline import registry
-from mfpipe.pipeline import registry
 from mfpipe.pipeline.config import load_config
 from mfpipe.pipeline.stage import StageConfig
 

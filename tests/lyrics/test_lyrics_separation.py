@@ -10,7 +10,7 @@ import soundfile as sf
 torch = pytest.importorskip("torch")
 pytest.importorskip("demucs")
 
-from mfpipe.localmodels.htdemucs import build_random_htdemucs
+from mfpipe.localmodels.htdemucs import build_random_htdemucs  # noqa: E402
 from mfpipe.lyrics.separation import (  # noqa: E402
     SOURCES,
     SeparationConfig,

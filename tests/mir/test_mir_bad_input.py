@@ -100,9 +100,9 @@ def test_stage_rejects_files_it_cannot_read_and_keeps_going(stage, tmp_path):
 def test_long_songs_are_decoded_in_segments_like_one_pass(analyzer):
     """Chunked features and segmented DBN decoding (bounded memory) give the beats of one pass."""
     from mfpipe.mir.analysis import BeatTracker
+    from mfpipe.mir.config import MirBeatsConfig
     from mfpipe.mir.evaluate import matched_fraction
     from mfpipe.mir.synth import SongSpec
-    from mfpipe.mir.config import MirBeatsConfig
 
     song = render(SongSpec(126, 4, "E", "minor", ["Em", "C", "D", "B7"], bars=50, seed=9))  # 96 s
     tracker = analyzer.tools["beats"]

@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from support.helpers import run_mfpipe
 from mfpipe.pipeline import registry
 from mfpipe.pipeline.config import load_config
 from mfpipe.pipeline.inputs import bundled_examples
 from mfpipe.store import COMMITTED, OutputStore
+from support.helpers import run_mfpipe
 
 pytestmark = pytest.mark.slow
 

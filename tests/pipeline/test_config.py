@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from mfpipe.pipeline.config import ConfigError, load_config, parse_override
-
 from support.helpers import run_mfpipe
 
 
@@ -62,3 +61,51 @@ def test_config_show_prints_the_resolved_yaml():
     assert "config hash" in proc.stderr
     bad = run_mfpipe("config", "show", "--set", "nope=1", check=False)
     assert bad.returncode == 2 and "unknown config key 'nope'" in bad.stderr
+
+
+def _fields(model, prefix=""):
+    for name, info in model.model_fields.items():
+        yield f"{prefix}{name}", info
+        ann = info.annotation
+        if isinstance(ann, type) and hasattr(ann, "model_fields"):
+            yield from _fields(ann, f"{prefix}{name}.")
+
+
+def test_every_config_field_documents_itself():
+    from mfpipe.pipeline.config import config_model
+
+    missing = [path for path, info in _fields(config_model()) if not (info.description or "").strip()]
+    assert not missing, f"fields without a description: {missing}"
+    shown = run_mfpipe("config", "show", "--docs", "--profile", "cpu").stdout
+    assert "# Sampling temperature." in shown and yaml.safe_load(shown)["profile"] == "cpu"
+
+
+def test_each_stage_owns_its_section_and_reads_only_what_it_declares():
+    from mfpipe.pipeline import registry
+    from mfpipe.pipeline.config import PipelineConfig, load_config
+    from mfpipe.schemas import RunInfo
+
+    assert set(PipelineConfig.model_fields) == {"profile", "run"}  # the core config defines no stage's parameters
+    cfg = load_config(None, ["profile=cpu"])
+    for name, cls in registry.stages().items():
+        assert isinstance(cfg.stage_section(name), cls.config_model)
+    caption = registry.stages()["caption"].from_config(cfg, RunInfo("r", "h"))
+    assert caption.shared.audio.window_s == 30.0
+    with pytest.raises(AttributeError, match="does not declare the shared section 'llm'"):
+        _ = caption.shared.llm
+
+
+def test_the_core_never_imports_the_orchestrator_or_the_stages():
+    """Layers point one way: stages/ -> pipeline/ -> core (mfpipe/)."""
+    import re
+    from pathlib import Path
+
+    import mfpipe
+
+    core = Path(mfpipe.__file__).parent
+    offenders = []
+    for path in core.rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(r"\s*(from|import)\s+(\.\.+|mfpipe\.)(pipeline|stages)\b", line):
+                offenders.append(f"{path.relative_to(core.parent)}:{n}: {line.strip()}")
+    assert not offenders, offenders

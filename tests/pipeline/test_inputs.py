@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mfpipe.stages.ingest import IngestConfig
 from mfpipe.pipeline.inputs import InputError, bundled_examples, discover
+from mfpipe.stages.ingest import IngestConfig
 
 EXT = [".wav", ".flac", ".mp3"]
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import os
 import subprocess
 import sys
-from pathlib import Path
+import time
 
 import pytest
 
-from support import toy_stages
 from mfpipe.pipeline import registry
 from mfpipe.pipeline.config import load_config
 from mfpipe.pipeline.inputs import discover
@@ -19,7 +16,7 @@ from mfpipe.pipeline.plan import PlanError
 from mfpipe.pipeline.runner import Runner
 from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import Reject
-
+from support import toy_stages
 from support.helpers import read_dir, run_mfpipe, tone_song
 
 # Ray's workers start from the driver's environment: let them import the toy stages too.

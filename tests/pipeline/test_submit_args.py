@@ -100,3 +100,9 @@ def test_which_cluster_a_run_joins(monkeypatch):
     assert cluster_address(RunConfig(ray_address="head:6379"), "other:6379") == "other:6379"
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # a dashboard, for `mfpipe submit`
     assert cluster_address(RunConfig()) is None
+
+
+def test_a_stopped_job_has_time_to_drain():
+    sub = prepare(["run", "-o", "/shared/out", "--set", "run.drain_seconds=25"], None, profile="cpu")
+    env = sub.runtime_env("/tmp/job")["env_vars"]
+    assert float(env["RAY_JOB_STOP_WAIT_TIME_S"]) > 25  # Ray's SIGKILL comes after the drain deadline

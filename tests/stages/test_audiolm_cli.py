@@ -23,6 +23,9 @@ def _mfpipe(args, models_dir, cwd):
 
 @pytest.mark.slow
 def test_caption_and_lyrics_stages_run_on_the_examples(tiny_mf, models_dir, tmp_path):
+    from mfpipe.localmodels.whisper_base import prepare_whisper_base
+
+    prepare_whisper_base(models_dir)  # the cpu profile's language ID (built from PyPI packages, no hub)
     out = tmp_path / "out"
     caption = _mfpipe(["run", "--stage", "caption", "--output", str(out), "--set", "profile=cpu"],
                       models_dir, tmp_path)
@@ -39,7 +42,7 @@ def test_caption_and_lyrics_stages_run_on_the_examples(tiny_mf, models_dir, tmp_
         FROM '{out}/ingest/*.parquet' i JOIN '{out}/caption/*.parquet' c USING (song_id) ORDER BY i.source
     """).fetchall()
     assert len(rows) == 4
-    for source, n_windows, windows, last_end, processed, random, prompt in rows:
+    for _source, n_windows, windows, last_end, processed, random, prompt in rows:
         assert windows == n_windows and last_end == pytest.approx(processed)
         assert random and prompt == "caption_window"
     lyr = dict(db.execute(f"""SELECT regexp_extract(source, '[^/]+$') AS name, has_vocals

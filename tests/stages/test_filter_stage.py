@@ -11,7 +11,6 @@ import pytest
 from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import FilterRecord, Reject
 from mfpipe.stages.filter import FilterStage
-
 from support.think_data import HARBOR, TRUTH, config
 
 pytestmark = pytest.mark.slow
@@ -38,7 +37,7 @@ def test_a_row_for_every_synthesized_song_with_every_item_judged(judged, song_ro
 
 
 def test_an_answer_that_contradicts_mir_is_dropped_with_the_reason(judged):
-    for name, record in judged.items():
+    for _name, record in judged.items():
         right, wrong = record.qa[0], record.qa[1]
         assert not wrong.keep
         assert any(f.startswith("bpm:") and "beat tracker measured" in f for f in wrong.flags)

@@ -11,7 +11,6 @@ from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import FilterRecord, Reject
 from mfpipe.stages.filter import FilterStage
 from mfpipe.stages.think import Item, ThinkStage
-
 from support.think_data import HARBOR, config, settle
 
 pytestmark = pytest.mark.slow

@@ -11,11 +11,10 @@ import pytest
 from mfpipe.pipeline.stage import Deferred, RunInfo
 from mfpipe.prompts import load_prompt
 from mfpipe.schemas import Reject
-from mfpipe.schemas.synthesize import SKILLS, SynthesizeRecord, qa_draft
+from mfpipe.schemas.synthesize import SKILLS, qa_draft
 from mfpipe.stages.synthesize import SynthesizeStage
-
-from support.llm_data import INJECTED_FILE, INJECTION, TRUTH, cpu_config, song_row
 from support.fault_proxy import FaultProxy
+from support.llm_data import INJECTED_FILE, INJECTION, TRUTH, cpu_config, song_row
 
 BY_FILE = {song["file"]: song for song in TRUTH}
 
@@ -108,7 +107,9 @@ def test_duplicate_options_do_not_validate():
 
 def test_the_prompt_is_versioned():
     prompt = load_prompt("synthesize")
-    assert prompt.id == "synthesize" and prompt.version == "v1" and len(prompt.sha256) == 64
+    assert prompt.id == "synthesize" and prompt.version == "v2" and len(prompt.sha256) == 64
+    assert "measured sections" in prompt.text  # v2: the form and the voice as measured facts
+    assert load_prompt("synthesize.v1").version == "v1"  # old rows keep their prompt
 
 
 @pytest.mark.slow
@@ -141,3 +142,16 @@ def test_repeated_options_drop_that_item_not_the_song(stage):
     assert notes == ["qa/attribute: dropped 1 multiple-choice item(s) whose options repeat"]
     assert stage._salvage(request, Result(error="invalid_output", message="x", raw="{"), []) is None
     assert stage._salvage(request, Result(error="timeout", message="x"), []) is None
+
+
+@pytest.mark.slow
+def test_a_caption_too_short_to_be_rich_gets_one_repair_then_a_reject(llm_server):
+    """40 words are asked for within 160 characters: the model cannot, the repair cannot either."""
+    stage = make_stage("synthesize.target_words=40", "synthesize.caption_chars_per_word=4",
+                       "synthesize.caption_min_ratio=1", url=llm_server.base_url)
+    try:
+        [result] = stage.process_batch([song_row(BY_FILE["night_drive.ogg"])])
+    finally:
+        stage.teardown()
+    assert isinstance(result, Reject) and result.error == "caption_too_short" and result.retryable
+    assert "at least 40" in result.message and "after one repair request" in result.message

@@ -16,9 +16,7 @@ from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import Reject, ThinkRecord
 from mfpipe.stages.think import Item, ThinkStage
 from mfpipe.thinktext import parse
-
-from support.think_data import HARBOR, TRUTH, config, mir_row, settle
-from support.think_data import RIGHT, WRONG
+from support.think_data import HARBOR, RIGHT, TRUTH, WRONG, config, mir_row, settle
 
 pytestmark = pytest.mark.slow
 

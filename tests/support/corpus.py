@@ -47,7 +47,7 @@ from mfpipe.schemas.synthesize import SKILLS, ConsistencyFlag, LlmUsage, QaItem,
 
 GENRES = ["pop", "classical waltz", "synth-pop", "acoustic ballad", "jazz", "folk", "rock", "ambient"]
 INSTRUMENTS = ["piano", "drums", "electric bass", "violin", "cello", "synth lead", "acoustic guitar", "flute"]
-T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
 @dataclass

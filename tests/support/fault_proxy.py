@@ -41,7 +41,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
         return self
@@ -84,7 +84,8 @@ class FaultProxy:
             content = data["choices"][0]["message"]["content"] or ""
             data["choices"][0]["message"]["content"] = content[: max(1, len(content) // 2)]
             payload = json.dumps(data).encode()
-        return web.Response(status=status, body=payload, content_type=headers.get("Content-Type", "application/json").split(";")[0])
+        kind = headers.get("Content-Type", "application/json").split(";")[0]
+        return web.Response(status=status, body=payload, content_type=kind)
 
     async def _forward(self, request: web.Request, body: bytes) -> tuple[int, dict, bytes]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}

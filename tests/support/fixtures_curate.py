@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.helpers import REPO, run_mfpipe
 
 from support.corpus import Plan, write_llm_stages
+from support.helpers import REPO, run_mfpipe
 
 EXAMPLES = REPO / "examples"
 

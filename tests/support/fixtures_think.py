@@ -13,8 +13,8 @@ from .think_data import EXAMPLES, TRUTH, config, mir_row, synth_row
 @pytest.fixture(scope="session")
 def tiny_audio_lm() -> str:
     """The cpu profile's tiny random-weight Music Flamingo (built once; a no-op when it exists)."""
-    from mfpipe.localmodels.music_flamingo import prepare_tiny_music_flamingo
     from mfpipe.localmodels import models_dir
+    from mfpipe.localmodels.music_flamingo import prepare_tiny_music_flamingo
 
     return str(prepare_tiny_music_flamingo(models_dir()))
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pytest
 
 from mfpipe.backends.vllm_server import VllmServer, resolve_python
-from mfpipe.pipeline.config import load_config
 from mfpipe.localmodels import model_path
+from mfpipe.pipeline.config import load_config
 
 
 @dataclass

@@ -146,7 +146,7 @@ class RunningWatcher:
                     pass
                 time.sleep(self.every_s)
 
-    def __enter__(self) -> "RunningWatcher":
+    def __enter__(self) -> RunningWatcher:
         self._thread.start()
         return self
 
