@@ -19,7 +19,7 @@ import numpy as np
 
 from . import synth
 from .labels import pitch_class
-from .synth import RATE, SongSpec
+from .synth import RATE, SongSpec, Timing
 
 TAIL_S = 1.0  # ring-out after the last bar (as in synth.SongSpec)
 
@@ -49,7 +49,7 @@ class Part:
 
 
 @dataclass
-class FormSpec:
+class FormSpec(Timing):
     name: str
     bpm: float
     meter: int
@@ -58,14 +58,6 @@ class FormSpec:
     parts: list[Part]
     order: list[str]  # labels of the sections, in time order
     seed: int = 0
-
-    @property
-    def beat_s(self) -> float:
-        return 60.0 / self.bpm
-
-    @property
-    def bar_s(self) -> float:
-        return self.meter * self.beat_s
 
     def part(self, label: str) -> Part:
         return next(p for p in self.parts if p.label == label)

@@ -22,16 +22,11 @@ _MAJOR = (0, 2, 4, 5, 7, 9, 11)
 _HARMONIC_MINOR = (0, 2, 3, 5, 7, 8, 11)
 
 
-@dataclass
-class SongSpec:
+class Timing:
+    """Beat and bar lengths from `bpm` and `meter` (for the song specs here and in form_synth)."""
+
     bpm: float
     meter: int
-    key: str  # tonic, e.g. "A"
-    mode: str  # "major" | "minor"
-    progression: list[str]  # one chord per bar, repeated to fill `bars`
-    bars: int = 16
-    seed: int = 0
-    name: str = ""
 
     @property
     def beat_s(self) -> float:
@@ -40,6 +35,18 @@ class SongSpec:
     @property
     def bar_s(self) -> float:
         return self.meter * self.beat_s
+
+
+@dataclass
+class SongSpec(Timing):
+    bpm: float
+    meter: int
+    key: str  # tonic, e.g. "A"
+    mode: str  # "major" | "minor"
+    progression: list[str]  # one chord per bar, repeated to fill `bars`
+    bars: int = 16
+    seed: int = 0
+    name: str = ""
 
     @property
     def duration_s(self) -> float:

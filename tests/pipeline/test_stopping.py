@@ -13,26 +13,19 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from support.helpers import MFPIPE, read_dir, run_mfpipe, tone_song
+from support.fixtures_toys import TOY_SONGS
+from support.helpers import MFPIPE, read_dir, run_mfpipe
 
 pytestmark = pytest.mark.slow
 
-N = 8
+N = TOY_SONGS
 SLOW = ["--profile", "cpu", "--set", "toy_double.resources.batch_size=1", "--set", "toy_double.resources.concurrency=1",
         "--set", "run.flush_seconds=600"]  # nothing commits on its own: what is committed, the stop committed
 
 
-@pytest.fixture(scope="module")
-def songs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("songs")
-    for i in range(N):
-        tone_song(folder / f"s{i}.wav", 2.0 + i, seed=i)
-    return folder
-
-
-def _start(songs: Path, out: Path, env: dict, *extra: str) -> subprocess.Popen:
+def _start(toy_songs: Path, out: Path, env: dict, *extra: str) -> subprocess.Popen:
     log = open(out.parent / f"{out.name}.log", "w")
-    return subprocess.Popen([*MFPIPE, "run", "--stage", "toy_double", "--input", str(songs), "--output", str(out),
+    return subprocess.Popen([*MFPIPE, "run", "--stage", "toy_double", "--input", str(toy_songs), "--output", str(out),
                              *SLOW, *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -63,9 +56,9 @@ def _ray_left(pids: list[int]) -> list[str]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_stage_drains_commits_and_the_rerun_resumes(songs, tmp_path, toy_env, sig):
+def test_a_signal_mid_stage_drains_commits_and_the_rerun_resumes(toy_songs, tmp_path, toy_env, sig):
     out = tmp_path / "out"
-    proc = _start(songs, out, {**toy_env, "TOY_SLOW_S": "1.5"})
+    proc = _start(toy_songs, out, {**toy_env, "TOY_SLOW_S": "1.5"})
     _wait_for_work(proc, out)
     ray_pids = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     proc.send_signal(sig)
@@ -78,16 +71,16 @@ def test_a_signal_mid_stage_drains_commits_and_the_rerun_resumes(songs, tmp_path
     assert double["pending"] == N - len(done)
     time.sleep(5)
     assert not _ray_left(ray_pids), "Ray processes outlived the run"
-    again = run_mfpipe("run", "--stage", "toy_double", "--input", str(songs), "--output", str(out), "--profile", "cpu",
-                       env=toy_env)
+    again = run_mfpipe("run", "--stage", "toy_double", "--input", str(toy_songs), "--output", str(out),
+                       "--profile", "cpu", env=toy_env)
     assert "toy_double" in again.stdout
     rows = read_dir(out / "toy_double")
     assert len(rows) == N and rows["song_id"].is_unique
 
 
-def test_a_second_signal_stops_at_once_without_a_half_shard(songs, tmp_path, toy_env):
+def test_a_second_signal_stops_at_once_without_a_half_shard(toy_songs, tmp_path, toy_env):
     out = tmp_path / "out"
-    proc = _start(songs, out, {**toy_env, "TOY_SLOW_S": "30"}, "--set", "run.drain_seconds=120")
+    proc = _start(toy_songs, out, {**toy_env, "TOY_SLOW_S": "30"}, "--set", "run.drain_seconds=120")
     _wait_for_work(proc, out)
     proc.send_signal(signal.SIGINT)
     time.sleep(1.0)
@@ -101,9 +94,9 @@ def test_a_second_signal_stops_at_once_without_a_half_shard(songs, tmp_path, toy
     assert _summary(out)["status"] == "interrupted"
 
 
-def test_force_redoes_only_the_named_stage(songs, tmp_path, toy_env):
+def test_force_redoes_only_the_named_stage(toy_songs, tmp_path, toy_env):
     out = tmp_path / "out"
-    args = ["run", "--stage", "toy_double", "--input", str(songs), "--output", str(out), "--profile", "cpu"]
+    args = ["run", "--stage", "toy_double", "--input", str(toy_songs), "--output", str(out), "--profile", "cpu"]
     run_mfpipe(*args, env=toy_env)
     ingest = sorted(p.name for p in (out / "ingest").glob("part-*"))
     first = sorted(p.name for p in (out / "toy_double").glob("part-*"))
@@ -116,9 +109,9 @@ def test_force_redoes_only_the_named_stage(songs, tmp_path, toy_env):
     assert sorted(p.name for p in (out / "ingest").glob("part-*")) != ingest
 
 
-def test_a_retry_that_succeeds_leaves_no_open_reject(songs, tmp_path, toy_env):
+def test_a_retry_that_succeeds_leaves_no_open_reject(toy_songs, tmp_path, toy_env):
     out = tmp_path / "out"
-    args = ["run", "--stage", "toy_double", "--input", str(songs), "--output", str(out), "--profile", "cpu"]
+    args = ["run", "--stage", "toy_double", "--input", str(toy_songs), "--output", str(out), "--profile", "cpu"]
     run_mfpipe(*args, env={**toy_env, "TOY_FAIL_BELOW": "4"})  # 2 s and 3 s songs fail (retryable)
     assert len(read_dir(out / "rejects" / "toy_double")) == 2
     run_mfpipe(*args, env=toy_env)

@@ -12,25 +12,18 @@ import time
 
 import pytest
 
-from support.helpers import MFPIPE, read_dir, run_mfpipe, tone_song
+from support.fixtures_toys import TOY_SONGS
+from support.helpers import MFPIPE, read_dir, run_mfpipe
 
 pytestmark = pytest.mark.slow
 
-N = 8
+N = TOY_SONGS
 STAGES = ["ingest", "toy_double", "toy_need", "toy_reader", "toy_sink"]
 COMMON = ["--profile", "cpu", "--set", "run.flush_seconds=1", *[f"--set={s}.resources.batch_size=1" for s in STAGES]]
 
 
-@pytest.fixture(scope="module")
-def songs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("songs")
-    for i in range(N):
-        tone_song(folder / f"s{i}.wav", 2.0 + i, seed=i)
-    return folder
-
-
-def _args(songs, out, *extra):
-    return ["run", "--stage", "toy_sink", "--input", str(songs), "--output", str(out), *COMMON, *extra]
+def _args(toy_songs, out, *extra):
+    return ["run", "--stage", "toy_sink", "--input", str(toy_songs), "--output", str(out), *COMMON, *extra]
 
 
 def _facts(out) -> dict:
@@ -50,15 +43,15 @@ def _summary(out) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def barrier(songs, tmp_path_factory, toy_env):
+def barrier(toy_songs, tmp_path_factory, toy_env):
     out = tmp_path_factory.mktemp("barrier") / "out"
-    run_mfpipe(*_args(songs, out, "--set", "run.schedule=barrier"), env={**toy_env, "TOY_FAIL_BELOW": "4"})
+    run_mfpipe(*_args(toy_songs, out, "--set", "run.schedule=barrier"), env={**toy_env, "TOY_FAIL_BELOW": "4"})
     return out
 
 
-def test_a_streamed_run_equals_a_barrier_run_and_streams(songs, tmp_path, toy_env, barrier):
+def test_a_streamed_run_equals_a_barrier_run_and_streams(toy_songs, tmp_path, toy_env, barrier):
     out = tmp_path / "out"
-    run_mfpipe(*_args(songs, out), env={**toy_env, "TOY_FAIL_BELOW": "4", "TOY_SLOW_S": "1.5"})
+    run_mfpipe(*_args(toy_songs, out), env={**toy_env, "TOY_FAIL_BELOW": "4", "TOY_SLOW_S": "1.5"})
     assert _facts(out) == _facts(barrier)
     facts = _facts(out)
     assert len(facts["toy_double"][0]) == N - 2 and len(facts["toy_double"][1]) == 2  # the 2 s and 3 s songs
@@ -73,10 +66,10 @@ def test_a_streamed_run_equals_a_barrier_run_and_streams(songs, tmp_path, toy_en
         assert summary[stage]["rows_out"] == barrier_summary[stage]["rows_out"]
 
 
-def test_sigkill_mid_stream_then_rerun_gives_the_same_output(songs, tmp_path, toy_env, barrier):
+def test_sigkill_mid_stream_then_rerun_gives_the_same_output(toy_songs, tmp_path, toy_env, barrier):
     out = tmp_path / "out"
     env = {**toy_env, "TOY_FAIL_BELOW": "4"}
-    proc = subprocess.Popen([*MFPIPE, *_args(songs, out)], env={**env, "TOY_SLOW_S": "1.5"},
+    proc = subprocess.Popen([*MFPIPE, *_args(toy_songs, out)], env={**env, "TOY_SLOW_S": "1.5"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     while not list((out / "toy_need").glob("part-*.parquet")):
@@ -85,17 +78,17 @@ def test_sigkill_mid_stream_then_rerun_gives_the_same_output(songs, tmp_path, to
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(read_dir(out / "toy_sink")) < N - 2  # it was killed mid-stream
-    run_mfpipe(*_args(songs, out), env=env)
+    run_mfpipe(*_args(toy_songs, out), env=env)
     assert _facts(out) == _facts(barrier)
     for stage in STAGES:
         rows = read_dir(out / stage)
         assert rows["song_id"].is_unique
 
 
-def test_a_stage_whose_upstream_rejects_everything_finishes_with_it(songs, tmp_path, toy_env):
+def test_a_stage_whose_upstream_rejects_everything_finishes_with_it(toy_songs, tmp_path, toy_env):
     out = tmp_path / "out"
     started = time.time()
-    run_mfpipe(*_args(songs, out), env={**toy_env, "TOY_FAIL_BELOW": "1000"})
+    run_mfpipe(*_args(toy_songs, out), env={**toy_env, "TOY_FAIL_BELOW": "1000"})
     assert time.time() - started < 120
     summary = _summary(out)
     assert summary["toy_double"]["rejected"] == N

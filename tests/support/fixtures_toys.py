@@ -36,3 +36,17 @@ def toy_env(toy_site) -> dict[str, str]:
 def toys_on_path(monkeypatch):
     """In-process runs: Ray's workers start from this environment and must import the toy stages."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+
+
+TOY_SONGS = 8  # 2 s, 3 s, ... 9 s
+
+
+@pytest.fixture(scope="module")
+def toy_songs(tmp_path_factory) -> Path:
+    """Eight short tone songs (2 s to 9 s): toy_double rejects the shortest ones on request."""
+    from .helpers import tone_song
+
+    folder = tmp_path_factory.mktemp("toy-songs")
+    for i in range(TOY_SONGS):
+        tone_song(folder / f"s{i}.wav", 2.0 + i, seed=i)
+    return folder
