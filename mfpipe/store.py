@@ -63,13 +63,16 @@ class ShardWriter:
 
     A shard is flushed when it reaches `max_rows` rows or `max_bytes` bytes, or
     when its oldest row has waited `flush_seconds` (so a killed run loses at most
-    that much finished work).
+    that much finished work). With `first_at_once`, the writer's first rows are
+    committed as soon as they come (downstream stages that stream get the first
+    songs without waiting; one small shard per run).
     """
 
     def __init__(self, store: OutputStore, directory: str, schema: pa.Schema, run_id: str,
                  max_rows: int, max_bytes: int, flush_seconds: float,
-                 on_commit: Callable[[str, pa.Table], None] | None = None):
+                 on_commit: Callable[[str, pa.Table], None] | None = None, first_at_once: bool = False):
         self.store = store
+        self.first_at_once = first_at_once
         self.on_commit = on_commit  # called with (shard path, its rows) once the shard is committed
         self.directory = directory
         self.schema = schema
@@ -106,7 +109,9 @@ class ShardWriter:
         self.maybe_flush()
 
     def maybe_flush(self) -> None:
-        if self._since is not None and time.monotonic() - self._since >= self.flush_seconds:
+        if self._since is None:
+            return
+        if time.monotonic() - self._since >= self.flush_seconds or (self.first_at_once and not self.files):
             self.flush()
 
     def flush(self) -> None:
@@ -223,10 +228,10 @@ class OutputStore:
 
     def writer(self, directory: str, schema: pa.Schema, run_id: str, *, max_rows: int,
                max_mb: float, flush_seconds: float,
-               on_commit: Callable[[str, pa.Table], None] | None = None) -> ShardWriter:
+               on_commit: Callable[[str, pa.Table], None] | None = None, first_at_once: bool = False) -> ShardWriter:
         self.fs.makedirs(directory, exist_ok=True)
         return ShardWriter(self, directory, schema, run_id, max_rows, int(max_mb * 2**20), flush_seconds,
-                           on_commit)
+                           on_commit, first_at_once)
 
     def write_table_atomic(self, directory: str, name: str, table: pa.Table) -> str:
         final = f"{directory}/{name}"

@@ -51,6 +51,9 @@ class RunConfig(Section):
     schedule: Literal["stream", "barrier"] = Field("stream", description="stream: every stage of a phase runs at "
                                                    "once and takes songs as its upstream stages commit them; "
                                                    "barrier: a stage starts when its upstream stages have finished.")
+    stream_warmup: int = Field(2, ge=0, description="Streaming: each stage hands its first this-many songs to its "
+                               "workers one at a time (and commits its first rows at once), so the first songs "
+                               "reach the end of the pipeline soon; full batches after that.")
     drain_seconds: float = Field(20.0, ge=0, description="After a first SIGINT / SIGTERM, how long running batches "
                                  "may take to finish before the run stops (under Kubernetes' 30 s grace).")
     outage_max_wait_s: float = Field(600.0, ge=0, description="A shared service (the LLM server) that fails for "

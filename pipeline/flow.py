@@ -202,6 +202,7 @@ class FlowContext:
     flush_seconds: float
     outage_max_wait_s: float
     outage_song_strikes: int
+    stream_warmup: int = 0
 
 
 class StageFlow:
@@ -391,6 +392,10 @@ class StageFlow:
                 self.pool.submit(slot, self.ctx.reader.batch(self.cls, [key]), alone=True)
                 continue
             keys: list[str] = []
+            # Streaming: the first batches carry one song each, so the first songs reach the next stage
+            # (and the end of the pipeline) soon; full batches after that, for throughput.
+            if self.ctx.schedule == "stream" and self.dispatched < self.ctx.stream_warmup:
+                size = 1
             while self.pending and len(keys) < size and not self._limited():
                 keys.append(self.pending.popleft())
                 self.dispatched += 1
@@ -493,8 +498,11 @@ class StageFlow:
         ctx, name = self.ctx, self.cls.name
         store = ctx.store
         common = dict(max_rows=ctx.shard_max_rows, max_mb=ctx.shard_max_mb, flush_seconds=ctx.flush_seconds)
+        # Streaming: the first records go downstream at once (the first song through the whole pipeline
+        # is what a curator waits for); after that, shards fill up to flush_seconds.
         self.records = store.writer(store.stage_dir(name), arrow_schema(self.cls.record), ctx.run.run_id,
-                                    on_commit=lambda path, t: self._committed("record", path, t), **common)
+                                    on_commit=lambda path, t: self._committed("record", path, t),
+                                    first_at_once=ctx.schedule == "stream", **common)
         self.rejects = store.writer(store.rejects_dir(name), arrow_schema(Reject), ctx.run.run_id,
                                     on_commit=lambda path, t: self._committed("reject", path, t), **common)
         table = store.read(store.stage_dir(name), columns=["song_id", "source"])

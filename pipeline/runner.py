@@ -177,7 +177,7 @@ class Runner:
         ctx = FlowContext(self.store, board, RowReader(self.store, board), self.run, self.stop, self.services,
                           self.progress, time.monotonic(), set(maps), run.schedule, self.limit,
                           run.shard_max_rows, run.shard_max_mb, run.flush_seconds, run.outage_max_wait_s,
-                          run.outage_song_strikes)
+                          run.outage_song_strikes, run.stream_warmup)
         for i, phase in enumerate(self.plan.phases):
             self.services.server_plan = phase.server
             names = [n for n in maps if n in phase.stages]

@@ -36,6 +36,18 @@ def test_time_bound_flush(tmp_path):
     assert len(store.shards(store.stage_dir("st"))) == 1
 
 
+def test_first_rows_at_once_then_shards_fill(tmp_path):
+    store = OutputStore(tmp_path)
+    w = store.writer(store.stage_dir("st"), SCHEMA, "run1", max_rows=1000, max_mb=64, flush_seconds=3600,
+                     first_at_once=True)
+    w.write(_rows(0, 1))
+    assert len(store.shards(store.stage_dir("st"))) == 1  # the first song goes downstream at once
+    w.write(_rows(1, 5))
+    assert len(store.shards(store.stage_dir("st"))) == 1  # later ones wait for a bound
+    w.close()
+    assert store.count_rows(store.shards(store.stage_dir("st"))) == 5
+
+
 def test_stale_temporaries_are_removed_and_never_read(tmp_path):
     store = OutputStore(tmp_path)
     (tmp_path / "st").mkdir()

@@ -161,6 +161,16 @@ def test_stop_a_job_that_waits_for_gpus(ray_cluster, tmp_path):
     assert f"job {job_id}: STOPPED" in stop.stderr
     status = run_mfpipe("jobs", "status", job_id, "--address", ray_cluster.dashboard, env=env)
     assert "STOPPED" in status.stdout
+    # Ray's stop is a SIGTERM to the driver: the run drained and recorded itself as interrupted.
+    (summary,) = (tmp_path / "out" / "_runs").glob("*/summary.json")
+    assert json.loads(summary.read_text())["status"] == "interrupted"
+
+
+def test_auto_decides_the_profile_from_the_clusters_gpus(ray_cluster, tmp_path):
+    proc = run_mfpipe("run", "--stage", "ingest", "--ray-address", ray_cluster.gcs, "--input", EXAMPLES,
+                      "--output", str(tmp_path / "out"), "--profile", "auto", env=ray_cluster.env())
+    text = " ".join(proc.stderr.split())
+    assert f"profile cpu (auto: the Ray cluster at {ray_cluster.gcs} has 0 GPU(s))" in text
 
 
 def test_run_joins_the_cluster_with_ray_address(ray_cluster, local_run, tmp_path):
