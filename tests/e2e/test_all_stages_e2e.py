@@ -56,9 +56,14 @@ def test_every_song_is_accounted_for_at_every_stage(run_all):
     assert " → ".join(ALL) in " ".join(proc.stderr.split())
     songs = song_ids(out / "ingest")
     assert len(songs) == len(TRUTH)
+    # A song is accounted for at a stage when the stage wrote it or rejected it, or when a stage before
+    # it rejected it (the cpu profile's caption floor may reject a short caption from the 135M model).
+    rejected_before: set[str] = set()
     for stage in STAGES:
         done = song_ids(out / stage) | song_ids(out / "rejects" / stage)
-        assert done == songs, f"{stage}: {len(songs - done)} song(s) neither written nor rejected"
+        assert not done & rejected_before, f"{stage} got songs that an upstream stage rejected"
+        assert done | rejected_before == songs, f"{stage}: {len(songs - done - rejected_before)} song(s) lost"
+        rejected_before |= song_ids(out / "rejects" / stage)
     summary = json.loads(next((out / "_runs").glob("*/summary.json")).read_text())
     assert summary["status"] == "ok" and [s["stage"] for s in summary["summary"]] == ALL
 
@@ -105,13 +110,18 @@ def test_one_llm_server_for_the_run_and_honest_banners(run_all):
     assert "think: checks steps with a tiny RANDOM-WEIGHT stand-in" in banner
 
 
-def test_a_rerun_has_nothing_to_do(run_all):
+def test_a_rerun_redoes_only_the_retryable_rejects(run_all):
     out, _ = run_all
-    retryable = [r for stage in STAGES for r in rejects(out, stage) if r.retryable]
-    if retryable:
-        pytest.skip(f"{len(retryable)} retryable reject(s) (e.g. {retryable[0].error}) would be retried")
-    before = {stage: len(read_dir(out / stage)) for stage in STAGES}
+    retryable = {stage: {r.song_id for r in rejects(out, stage) if r.retryable} for stage in STAGES}
+    before = {stage: song_ids(out / stage) for stage in STAGES}
     proc = mfpipe_all(out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "starting the vLLM server" not in proc.stderr
-    assert {stage: len(read_dir(out / stage)) for stage in STAGES} == before
+    if not any(retryable.values()):
+        assert "starting the vLLM server" not in proc.stderr  # nothing left to do: no server
+    for stage in STAGES:
+        after = read_dir(out / stage)
+        assert after["song_id"].is_unique if len(after) else True
+        assert before[stage] <= set(after["song_id"] if len(after) else [])  # nothing done is redone or lost
+        # what is new is a retried song, or one that a retried song let through downstream
+        new = set(after["song_id"] if len(after) else []) - before[stage]
+        assert new <= set().union(*retryable.values()), f"{stage} redid songs that were done"
