@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import Section
+from .vad import in_regions, span
 
 Rule = Literal["outside_regions", "non_lexical", "filler", "loop", "long_word", "word_rate"]
 
@@ -116,14 +117,6 @@ def _get(w: Any, key: str) -> Any:
     return w[key] if isinstance(w, Mapping) else getattr(w, key)
 
 
-def _span(r: Any) -> tuple[float, float]:
-    if isinstance(r, Mapping):
-        return float(r["start"]), float(r["end"])
-    if isinstance(r, (tuple, list)):
-        return float(r[0]), float(r[1])
-    return float(r.start), float(r.end)
-
-
 @dataclass
 class _W:
     index: int
@@ -135,30 +128,18 @@ class _W:
     rule: str | None = None
 
 
-def _region_of(start: float, end: float, spans: list[tuple[float, float]], tol: float) -> int | None:
-    best, best_overlap = None, -1.0
-    for i, (a, b) in enumerate(spans):
-        a, b = a - tol, b + tol
-        if end < a or start > b:
-            continue
-        overlap = min(end, b) - max(start, a)
-        if overlap > best_overlap:
-            best, best_overlap = i, overlap
-    return best
-
-
 def guard_words(words: Sequence[Any], regions: Sequence[Any] | None = None,
                 cfg: GuardConfig | None = None) -> GuardResult:
     """Apply the rules (module docstring) to one song's words."""
     cfg = cfg or GuardConfig()
     if not cfg.enabled:
         return GuardResult(list(words))
-    spans = sorted(_span(r) for r in regions) if regions is not None else None
+    spans = sorted(span(r) for r in regions) if regions is not None else None
     ws = []
     for i, w in enumerate(words):
         text = str(_get(w, "word"))
         start, end = float(_get(w, "start")), float(_get(w, "end"))
-        region = _region_of(start, end, spans, cfg.region_tolerance_s) if spans is not None else 0
+        region = in_regions(start, end, spans, cfg.region_tolerance_s) if spans is not None else 0
         ws.append(_W(i, text, normalize(text), start, end, region))
     ws.sort(key=lambda w: (w.start, w.index))
 
@@ -275,8 +256,8 @@ def _word_rate(ws: list[_W], cfg: GuardConfig) -> None:
     for seq in _by_region(ws).values():
         if len(seq) < cfg.word_rate_min_words:
             continue
-        span = max(w.end for w in seq) - seq[0].start
-        if len(seq) / max(span, 1e-3) > cfg.max_words_per_s:
+        length_s = max(w.end for w in seq) - seq[0].start
+        if len(seq) / max(length_s, 1e-3) > cfg.max_words_per_s:
             for w in seq:
                 w.rule = "word_rate"
 

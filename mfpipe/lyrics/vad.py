@@ -65,10 +65,6 @@ class VadResult:
     duration_s: float
     error: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"vocal_regions": self.vocal_regions, "has_vocals": self.has_vocals,
-                "voiced_s": round(self.voiced_s, 3), "duration_s": round(self.duration_s, 3)}
-
 
 @dataclass
 class Clip:
@@ -92,7 +88,7 @@ class Clip:
 # ------------------------------------------------------------------ region arithmetic ---
 
 
-def _span(r: Any) -> tuple[float, float]:
+def span(r: Any) -> tuple[float, float]:
     if isinstance(r, Mapping):
         return float(r["start"]), float(r["end"])
     if isinstance(r, (tuple, list)):
@@ -102,7 +98,7 @@ def _span(r: Any) -> tuple[float, float]:
 
 def merge_regions(regions: Iterable[Any], gap_s: float = 0.0) -> list[dict[str, float]]:
     """Sorted regions with overlaps (and gaps up to `gap_s`) merged."""
-    spans = sorted(_span(r) for r in regions)
+    spans = sorted(span(r) for r in regions)
     out: list[list[float]] = []
     for start, end in spans:
         if end <= start:
@@ -116,22 +112,22 @@ def merge_regions(regions: Iterable[Any], gap_s: float = 0.0) -> list[dict[str, 
 
 def pad_regions(regions: Iterable[Any], pad_s: float, duration_s: float) -> list[dict[str, float]]:
     """Each region widened by `pad_s` on both sides, kept inside [0, duration], overlaps merged."""
-    padded = [(max(0.0, a - pad_s), min(duration_s, b + pad_s)) for a, b in map(_span, regions)]
+    padded = [(max(0.0, a - pad_s), min(duration_s, b + pad_s)) for a, b in map(span, regions)]
     return merge_regions(padded, 0.0)
 
 
 def regions_seconds(regions: Iterable[Any]) -> float:
-    return float(sum(b - a for a, b in map(_span, regions)))
+    return float(sum(b - a for a, b in map(span, regions)))
 
 
 def in_regions(t0: float, t1: float, regions: Sequence[Any], tolerance_s: float = 0.0) -> int | None:
-    """Index of the region that holds [t0, t1] (most overlap, within `tolerance_s`), else None."""
-    best, best_overlap = None, 0.0
-    for i, (a, b) in enumerate(map(_span, regions)):
+    """Index of the region that holds [t0, t1] (most overlap; touching counts, within `tolerance_s`), else None."""
+    best, best_overlap = None, -1.0
+    for i, (a, b) in enumerate(map(span, regions)):
         a, b = a - tolerance_s, b + tolerance_s
+        if t1 < a or t0 > b:
+            continue
         overlap = min(t1, b) - max(t0, a)
-        if t1 <= t0:  # a zero-length word: inside or not
-            overlap = 1e-9 if a <= t0 <= b else -1.0
         if overlap > best_overlap:
             best, best_overlap = i, overlap
     return best
@@ -141,11 +137,11 @@ def join_spans(spans: Sequence[dict[str, float]], join_gap_s: float, max_clip_s:
     """Neighbouring spans joined when the gap between them is at most `join_gap_s` and the joined
     span stays within `max_clip_s` (a span already longer stays as it is)."""
     out: list[dict[str, float]] = []
-    for span in spans:
-        if out and span["start"] - out[-1]["end"] <= join_gap_s and span["end"] - out[-1]["start"] <= max_clip_s:
-            out[-1] = {"start": out[-1]["start"], "end": span["end"]}
+    for item in spans:
+        if out and item["start"] - out[-1]["end"] <= join_gap_s and item["end"] - out[-1]["start"] <= max_clip_s:
+            out[-1] = {"start": out[-1]["start"], "end": item["end"]}
         else:
-            out.append(dict(span))
+            out.append(dict(item))
     return out
 
 
@@ -158,13 +154,13 @@ def cut_regions(audio: np.ndarray, regions: Sequence[Any], pad_s: float = 0.5, *
     records its song-absolute `offset` and the (unpadded) regions it holds."""
     duration = len(audio) / rate
     clips = []
-    for span in join_spans(pad_regions(regions, pad_s, duration), join_gap_s, max_clip_s):
-        a = int(math.floor(span["start"] * rate))
-        b = min(len(audio), int(math.ceil(span["end"] * rate)))
+    for cut in join_spans(pad_regions(regions, pad_s, duration), join_gap_s, max_clip_s):
+        a = int(math.floor(cut["start"] * rate))
+        b = min(len(audio), int(math.ceil(cut["end"] * rate)))
         if b <= a:
             continue
-        inside = [{"start": s, "end": e} for s, e in map(_span, regions)
-                  if e > span["start"] and s < span["end"]]
+        inside = [{"start": s, "end": e} for s, e in map(span, regions)
+                  if e > cut["start"] and s < cut["end"]]
         clips.append(Clip(song=song, offset=a / rate, audio=audio[a:b], regions=inside, rate=rate))
     return clips
 
@@ -227,9 +223,6 @@ class VoiceActivity:
         regions = merge_regions(raw, c.merge_gap_s)
         voiced = regions_seconds(raw)
         return VadResult(regions, voiced >= c.min_vocal_s and bool(regions), voiced, duration)
-
-    def detect_many(self, audios: Sequence[np.ndarray]) -> list[VadResult]:
-        return [self.detect(a) for a in audios]
 
 
 def _problem(audio: Any) -> str | None:

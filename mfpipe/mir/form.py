@@ -483,10 +483,6 @@ def _add_stripe_cuts(segments: list[list[int]], vectors: np.ndarray, cfg: FormCo
     return [[a, b] for a, b in zip(starts, starts[1:] + [n])], {c for c, stripe in cuts.items() if stripe}
 
 
-def _cosine(x: np.ndarray, y: np.ndarray) -> float:
-    return float(x @ y) / max(float(np.linalg.norm(x) * np.linalg.norm(y)), 1e-12)
-
-
 def _contrast_fn(vectors: np.ndarray):
     """contrast(a, t, b): the mean inner similarity of [a, t) and [t, b) minus their cross similarity
     (cosine units; about 0 inside a section, clearly positive between unlike sections). Block sums
