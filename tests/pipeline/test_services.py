@@ -17,12 +17,15 @@ from mfpipe.pipeline.services import Services
 pytestmark = pytest.mark.slow
 
 
-def _server_process() -> psutil.Process:
+def _server_process(base_url: str) -> psutil.Process:
+    """The server behind `base_url`, found by its port: a session-wide test server of the same
+    model may run beside it."""
+    port = base_url.rsplit(":", 1)[1].split("/", 1)[0]
     for proc in psutil.process_iter(["cmdline"]):
-        line = " ".join(proc.info["cmdline"] or [])
-        if "--served-model-name" in line and "smollm2-135m-instruct" in line and "vllm" in line.lower():
+        cmd = proc.info["cmdline"] or []
+        if "--served-model-name" in cmd and "--port" in cmd and cmd[cmd.index("--port") + 1] == port:
             return proc
-    raise AssertionError("no vLLM server process")
+    raise AssertionError(f"no vLLM server process on port {port}")
 
 
 def test_the_servers_actor_holds_its_gpu_share_and_a_dead_server_comes_back(tmp_path):
@@ -35,7 +38,7 @@ def test_the_servers_actor_holds_its_gpu_share_and_a_dead_server_comes_back(tmp_
         llm = services.llm("think", cfg.llm)
         assert llm.base_url and services.check("think") is None
         assert ray.available_resources().get("GPU", 0.0) == pytest.approx(0.5)  # the actor holds its share
-        server = _server_process()
+        server = _server_process(llm.base_url)
         assert "--gpu-memory-utilization=0.460" in server.cmdline()  # the fraction follows the share
         environ = dict(v.split("=", 1) for v in open(f"/proc/{server.pid}/environ").read().split("\0") if "=" in v)
         assert environ.get("CUDA_VISIBLE_DEVICES") == "0"  # the GPU Ray gave the actor
