@@ -2,8 +2,9 @@
 
 Runs the real `mfpipe run` (its own local Ray) on N distinct variants of the
 bundled examples (each variant has different bytes: plain copies would be
-deduplicated into one song) and watches the whole process tree (driver, Ray
-workers, raylet) while it runs.
+deduplicated into one song; the variants are near-duplicates of one another, so
+near-duplicate grouping is turned off here) and watches the whole process tree
+(driver, Ray workers, raylet) while it runs.
 
     .venv/bin/python bench/e2e.py                      # ingest, N = 10 and 100
     .venv/bin/python bench/e2e.py --stage mir --n 10 --n 40
@@ -152,7 +153,9 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
     parser.add_argument("--compare", action="store_true", help="--stage all: streamed vs barrier schedule")
     args = parser.parse_args()
-    extra = [x for kv in args.sets for x in ("--set", kv)]
+    # The variants are one recording each, 2 ms apart: grouped, they would be 4 songs, not N.
+    sets = ["ingest.near_duplicates.enabled=false", *args.sets]
+    extra = [x for kv in sets for x in ("--set", kv)]
     if args.compare:
         compare((args.n or [20])[0], extra)
         return

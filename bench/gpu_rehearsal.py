@@ -60,18 +60,23 @@ class GpuSampler(threading.Thread):
 
 
 def build_models(work: Path) -> dict[str, Path]:
-    from mfpipe.localmodels.music_flamingo import build_full_size_random
+    from mfpipe.localmodels.htdemucs import build_random_htdemucs
     from mfpipe.localmodels.parakeet import FULL_0_6B, build_tiny_parakeet
 
     mf = work / "music-flamingo-8b-random"
     if not (mf / "config.json").is_file():
+        # In a process of its own: the 17 GB it builds on the GPU is freed when it exits, so this process's
+        # GPU memory (and the run's peak, sampled by nvidia-smi) holds only what the pipeline loads.
         started = time.time()
-        build_full_size_random(mf, device="cuda")
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                        "from mfpipe.localmodels.music_flamingo import build_full_size_random; "
+                        "build_full_size_random(Path(sys.argv[1]), device='cuda')", str(mf)], check=True)
         print(f"built Music Flamingo 8B (random) in {time.time() - started:.0f} s", file=sys.stderr)
     parakeet = work / "parakeet-tdt-0.6b-random.nemo"
     if not parakeet.is_file():
         build_tiny_parakeet(parakeet, sizes=FULL_0_6B)
-    return {"mf": mf, "parakeet": parakeet}
+    demucs = build_random_htdemucs(work / "htdemucs-random.th")
+    return {"mf": mf, "parakeet": parakeet, "demucs": demucs}
 
 
 def main() -> None:
@@ -90,9 +95,14 @@ def main() -> None:
     make_variants(args.songs, songs)
     out = args.work / f"out-{int(time.time())}"
     sets = {"caption.model": models["mf"], "filter.model": models["mf"], "think.model": models["mf"],
-            "lyrics.model": models["parakeet"], "llm.model": "openai/gpt-oss-120b",
+            "lyrics.model": models["parakeet"], "lyrics.separation.model": models["demucs"],
+            # No hub: Whisper large-v3 (language ID, fallback) cannot load; every song is taken as English.
+            "lyrics.language.detector": "assume", "lyrics.language.assume_language": "en",
+            "lyrics.language.fallback_model": "null", "llm.model": "openai/gpt-oss-120b",
             "llm.server.local_model": "smollm2-135m-instruct", "llm.server.args": json.dumps(SERVER_ARGS),
-            "llm.sampling.reasoning_effort": "null"}
+            "llm.sampling.reasoning_effort": "null",
+            # The variants are one recording each, ms apart: grouped, they would be 4 songs.
+            "ingest.near_duplicates.enabled": "false"}
     cmd = [sys.executable, "-m", "mfpipe.pipeline.cli", "run", "--profile", "production", "--stage", "all",
            "--input", str(songs), "--output", str(out), *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
     sampler = GpuSampler()

@@ -144,7 +144,8 @@ def main() -> None:
         requests = []
         for row in rows:
             for req in stage.requests(row):
-                fmt, max_tokens = stage.llm.structured_format(req.model, name=req.part.replace("/", "_"))
+                fmt, max_tokens = stage.llm.structured_format(req.model, name=req.part,
+                                                              effort=stage.llm.effort_for(req.part))
                 requests.append((req.messages, fmt, max_tokens))
         root = url.rsplit("/v1", 1)[0]
         batch = cfg.synthesize.resources.batch_size

@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,10 @@ from pydantic import Field
 from .config import Section
 
 BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz: bounded memory for any file length
+# Called with each decoded block, float32 (frames, channels), and the sample rate (e.g. a fingerprinter).
+BlockSink = Callable[[np.ndarray, int], None]
+# Makes a fresh BlockSink for each decode attempt (when libsndfile fails part-way, ffmpeg starts over).
+SinkFactory = Callable[[], BlockSink]
 
 
 class AudioConfig(Section):
@@ -159,7 +163,7 @@ def _header_damage(log: str, bytes_per_second: float) -> str | None:
     return None
 
 
-def _scan_soundfile(source: str) -> AudioScan:
+def _scan_soundfile(source: str, on_block: BlockSink | None = None) -> AudioScan:
     with _open_sound(source) as snd:
         log = snd.extra_info
         header_frames = snd.frames if snd.frames and snd.frames > 0 else None
@@ -175,6 +179,8 @@ def _scan_soundfile(source: str) -> AudioScan:
                 block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
             if block.size:
                 peak = max(peak, float(np.abs(block).max()))
+            if on_block is not None:
+                on_block(block, int(snd.samplerate))
         scan = AudioScan(
             frames=frames,
             sample_rate=int(snd.samplerate),
@@ -229,7 +235,7 @@ def _ffmpeg_decode_cmd(ffmpeg: str, path: str, channels: int | None, rate: int |
     return cmd + ["-"]
 
 
-def _scan_ffmpeg(source: str, ffmpeg: str) -> AudioScan:
+def _scan_ffmpeg(source: str, ffmpeg: str, on_block: BlockSink | None = None) -> AudioScan:
     ffprobe = str(Path(shutil.which(ffmpeg) or ffmpeg).with_name("ffprobe"))
     with _local_copy(source) as path:
         info = _ffprobe(path, ffprobe)
@@ -249,6 +255,9 @@ def _scan_ffmpeg(source: str, ffmpeg: str) -> AudioScan:
             samples += block.size
             if block.size:
                 peak = max(peak, float(np.abs(np.nan_to_num(block)).max()))
+            if on_block is not None and block.size >= channels:
+                frames = block[: block.size - block.size % channels].reshape(-1, channels)
+                on_block(np.nan_to_num(frames), rate)
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.wait() != 0:
             raise AudioError("decode_error", f"ffmpeg failed to decode it: {stderr.strip()[:200]}")
@@ -269,15 +278,17 @@ def _scan_ffmpeg(source: str, ffmpeg: str) -> AudioScan:
     return scan
 
 
-def scan_audio(source: str, ffmpeg: str = "ffmpeg") -> AudioScan:
-    """Decode the whole file in bounded blocks; raise AudioError when it is not usable audio."""
+def scan_audio(source: str, ffmpeg: str = "ffmpeg", sink: SinkFactory | None = None) -> AudioScan:
+    """Decode the whole file in bounded blocks; raise AudioError when it is not usable audio.
+    `sink()` gives a consumer of every decoded block (one decode serves the scan and, say, a
+    fingerprint); it is called again for the ffmpeg attempt when libsndfile fails."""
     try:
-        return _scan_soundfile(source)
+        return _scan_soundfile(source, sink() if sink else None)
     except (sf.LibsndfileError, RuntimeError, TypeError) as sf_exc:
         sf_message = str(sf_exc)
     if ffmpeg_available(ffmpeg):
         try:
-            return _scan_ffmpeg(source, ffmpeg)
+            return _scan_ffmpeg(source, ffmpeg, sink() if sink else None)
         except AudioError as exc:
             raise AudioError(exc.kind, f"not decodable audio: libsndfile: {sf_message}; {exc.message}") from None
     raise AudioError(

@@ -63,6 +63,15 @@ class ConsistencyConfig(Section):
     structure_tolerance_s: float = Field(4.0, ge=0, description="A stated section change or return (a time next "
                                          "to 'chorus', 'bridge', 'returns', ...) agrees with the measured form when "
                                          "a section boundary lies within this many seconds of it.")
+    time_tolerance_s: float = Field(2.0, ge=0, description="A time (m:ss) in generated text is grounded when a "
+                                    "measured moment (section edge, chord change, vocal region edge, sung word, "
+                                    "window edge) lies within this many seconds of it (`ungrounded_time`).")
+    chord_time_tolerance_s: float = Field(2.0, ge=0, description="A chord named together with a time is checked "
+                                          "against the chords sounding within this many seconds of that time (or "
+                                          "within a stated range), not against the whole song's chords.")
+    key_hedge_below: float | None = Field(0.5, ge=0, le=1, description="A key estimate weaker than this is "
+                                          "hedged in the prompts (a tonal centre, no major/minor: modal or raga "
+                                          "music) and a stated mode is not flagged; None: never hedge.")
 
 
 # ------------------------------------------------------------------ pitch helpers
@@ -226,10 +235,13 @@ def _mir_dict(mir: Any) -> dict[str, Any]:
     return dict(mir)
 
 
-def _mir_chords(mir: dict[str, Any]) -> set[tuple[int, str]]:
+def _mir_chords(mir: dict[str, Any], window: tuple[float, float] | None = None) -> set[tuple[int, str]]:
+    """The triads of the song's chords (those sounding within `window`, when given)."""
     chords = set()
     for span in mir.get("chords") or []:
-        label = span.get("label") if isinstance(span, dict) else getattr(span, "label", None)
+        if window and not (float(_get(span, "end")) > window[0] and float(_get(span, "start")) < window[1]):
+            continue
+        label = _get(span, "label")
         parsed = chord_triad(label or "")
         if parsed is not None:
             chords.add(parsed)
@@ -265,7 +277,7 @@ def check_text(text: str | None, mir: Any, field: str, tol: ConsistencyConfig = 
             if not bpm_agrees(value, bpm, tol, half_double=marked):
                 flags.append(_flag(field, "bpm", words, f"{bpm:.1f} BPM",
                                    f"says {words}; the beat tracker measured {bpm:.1f} BPM"))
-    flags.extend(_key_flags(field, [(pc, mode, words) for pc, mode, words in stated_keys(text)], facts))
+    flags.extend(_key_flags(field, [(pc, mode, words) for pc, mode, words in stated_keys(text)], facts, tol))
     meter = facts.get("meter")
     if meter:
         for value, words in stated_meters(text):
@@ -280,15 +292,50 @@ def check_text(text: str | None, mir: Any, field: str, tol: ConsistencyConfig = 
                 flags.append(_flag(field, "vocals", claim.group(0), "no voice heard",
                                    f"speaks of {claim.group(0)!r} ({sentence.strip()[:100]!r}); the voice "
                                    "detector heard no voice in the song"))
+    flags.extend(_chord_flags(text, facts, field, tol))
+    return _unique(flags)
+
+
+def _chord_flags(text: str, facts: dict[str, Any], field: str, tol: ConsistencyConfig) -> list[ConsistencyFlag]:
+    """Chord names against the song's chords; in a sentence that gives a time (or a range), against the
+    chords sounding then."""
     seen = _mir_chords(facts)
-    if seen:
-        for name in chords_in_text(text):
+    if not seen:
+        return []
+    flags = []
+    for sentence in sentences(text):
+        named = chords_in_text(sentence)
+        if not named:
+            continue
+        times = [int(m.group(1)) * 60 + float(m.group(2)) for m in _TIME.finditer(sentence)]
+        window = _chord_window(times, tol.chord_time_tolerance_s)
+        heard = _mir_chords(facts, window) if window else seen
+        for name in named:
             parsed = chord_triad(name)
-            if parsed is not None and parsed not in seen:
+            if parsed is None or parsed in heard:
+                continue
+            if parsed not in seen:
                 known = ", ".join(sorted(triad_name(c) for c in seen))
                 flags.append(_flag(field, "chord", name, known,
                                    f"names the chord {name}, which Chordino never reported (it saw {known})"))
-    return _unique(flags)
+            else:
+                then = ", ".join(sorted(triad_name(c) for c in heard)) or "no chord"
+                where = f"{_clock(window[0] + tol.chord_time_tolerance_s)}" if len(times) == 1 else \
+                    f"{_clock(min(times))}-{_clock(max(times))}"
+                flags.append(_flag(field, "chord", name, then,
+                                   f"names the chord {name} at {where}, where Chordino heard {then}"))
+    return flags
+
+
+def _chord_window(times: list[float], tolerance: float) -> tuple[float, float] | None:
+    """The span a sentence's times name: one time +- tolerance, or the range of several."""
+    if not times:
+        return None
+    return min(times) - tolerance, max(times) + tolerance
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
 def _structure_flags(text: str, facts: dict[str, Any], field: str, tol: ConsistencyConfig) -> list[ConsistencyFlag]:
@@ -312,11 +359,15 @@ def _get(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, dict) else getattr(item, name)
 
 
-def _key_flags(field: str, stated: Iterable[tuple[int, str | None, str]], facts: dict[str, Any]) -> list[ConsistencyFlag]:
+def _key_flags(field: str, stated: Iterable[tuple[int, str | None, str]], facts: dict[str, Any],
+               tol: ConsistencyConfig | None = None) -> list[ConsistencyFlag]:
     mir_key = parse_key(facts.get("key"))
     if mir_key is None:
         return []
     mir_pc, mir_mode = mir_key[0], facts.get("mode") or mir_key[1]
+    strength, hedge = facts.get("key_strength"), (tol or ConsistencyConfig()).key_hedge_below
+    if hedge is not None and strength is not None and float(strength) < hedge:
+        mir_mode = None  # a weak estimate: its tonal centre counts, its major/minor does not
     expected = key_name(mir_pc, mir_mode)
     flags = []
     for pc, mode, words in stated:
@@ -340,7 +391,7 @@ def check_metadata(metadata: Any, mir: Any, tol: ConsistencyConfig = Consistency
                            f"metadata bpm {float(stated_bpm):g}; the beat tracker measured {bpm:.1f} BPM"))
     key = parse_key(meta.get("key"))
     if key is not None:
-        flags.extend(_key_flags("metadata.key", [(key[0], key[1], meta["key"])], facts))
+        flags.extend(_key_flags("metadata.key", [(key[0], key[1], meta["key"])], facts, tol))
     meter, stated_meter = facts.get("meter"), meta.get("meter")
     m = re.fullmatch(r"\s*(\d+)\s*/\s*\d+\s*", stated_meter or "")
     if meter and m and not meter_agrees(int(m.group(1)), meter):
@@ -359,7 +410,7 @@ def check_answer(answer: str | None, mir: Any, field: str, tol: ConsistencyConfi
     terse = answer.strip().rstrip(".")
     key = parse_key(terse) if re.search(r"(major|minor)$", terse, re.I) else None
     if key is not None:
-        return _key_flags(field, [(key[0], key[1], terse)], facts)
+        return _key_flags(field, [(key[0], key[1], terse)], facts, tol)
     m = re.fullmatch(r"(\d+)/(\d+)(?:\s+time)?", terse)
     meter = facts.get("meter")
     if m and meter and not meter_agrees(int(m.group(1)), meter):

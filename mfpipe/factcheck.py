@@ -15,8 +15,9 @@ Verdicts on one statement (a reasoning step):
   could not be used.
 MIR decides whenever a statement names something MIR measured: beat trackers
 and key estimators beat audio-LMs on tempo and mode (the reason the paper
-back-fills MIR facts at all). Compound statements ("120 BPM, with a flute
-lead") are judged on their MIR part only.
+back-fills MIR facts at all). A compound statement ("120 BPM, and a flute
+carries the tune") is split into its claims (`split_claims`), each judged by
+what can judge it (`mfpipe.think.steps`).
 
 The chain rule (`decide`): the error rate is wrong steps / all steps; an
 unverifiable step is not an error (nothing refuted it) but stays in the
@@ -36,6 +37,7 @@ from .consistency import (
     check_answer,
     chords_in_text,
     parse_key,
+    sentences,
     stated_keys,
     stated_meters,
     stated_section_times,
@@ -56,7 +58,7 @@ class Check:
     """One statement's verdict and who gave it."""
 
     verdict: Verdict
-    checked_by: Literal["mir", "audio_lm"]
+    checked_by: Literal["mir", "audio_lm", "rules", "logic"]
     p_yes: float | None = None
     reason: str = ""
 
@@ -90,6 +92,38 @@ def windows_for(texts: Iterable[str], spans: Sequence[tuple[float, float]], pick
                 if start <= t < end or (i == len(spans) - 1 and t == end):
                     named.add(i)
     return sorted(named) if named else spread(len(spans), pick)
+
+
+def span_text(start: float, end: float) -> str:
+    """A window as the judge is told it: "0:30 to 1:00" (whole seconds)."""
+    def mmss(t: float) -> str:
+        t = int(round(t))
+        return f"{t // 60}:{t % 60:02d}"
+
+    return f"{mmss(start)} to {mmss(end)}"
+
+
+def claims_heard_in(text: str, span: tuple[float, float], tolerance: float = 0.0) -> list[str]:
+    """The sentences of a text that a judge hearing `span` can judge: those that name no time, and
+    those naming a time inside the span (a sentence about 1:05 is not asked while 0:00-0:30 plays)."""
+    start, end = span
+    out = []
+    for sentence in sentences(text):
+        times = times_in(sentence)
+        if not times or any(start - tolerance <= t <= end + tolerance for t in times):
+            out.append(sentence.strip())
+    return out
+
+
+# One claim per clause: a step "120 BPM, and a flute carries the tune" is two claims, each judged by what
+# can judge it (MIR the tempo, the audio-LM the flute).
+_CLAUSE = re.compile(r"\s*(?:;|,\s*(?:and|but|while|whereas|so)\s+|\s+(?:while|whereas|but)\s+)\s*", re.I)
+
+
+def split_claims(text: str) -> list[str]:
+    """A statement's clauses, each one claim (a list of chords stays whole: no split on a bare comma)."""
+    parts = [p.strip(" ,.") for p in _CLAUSE.split(text or "")]
+    return [p for p in parts if len(p.split()) >= 2] or [text.strip()]
 
 
 # ------------------------------------------------------------------ MIR

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..fingerprint import FingerprintUnavailable
 from ..store import OutputLockedError
 from . import registry
 from .config import ConfigError, PipelineConfig, gpu_present, load_config
@@ -105,9 +106,17 @@ def run(
     force_upstream: bool = typer.Option(False, "--force-upstream",
                                         help="Redo the named stage AND every stage it requires (says what it "
                                              "deletes first)."),
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude",
+                                                help="Evaluation audio kept out of the corpus: folder, glob or "
+                                                     "manifest (repeatable; adds to ingest.exclude). Songs that "
+                                                     "contain one of its clips are left out, also songs already "
+                                                     "ingested."),
 ) -> None:
     """Run one stage (and the stages it requires) or the whole pipeline."""
     cfg, why = _load(config, set_, profile, ray_address or None)
+    if exclude:
+        cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(
+            update={"exclude": [*cfg.ingest.exclude, *exclude]})})
     try:
         stages = registry.plan(stage)
         discovery = discover(input, cfg.ingest.extensions) if "ingest" in stages else None
@@ -122,7 +131,8 @@ def run(
                     progress=None)
     try:
         result = _execute_with_progress(runner, stages, discovery)
-    except (OutputLockedError, PlanError, ClusterConnectError, AuthTokenError) as exc:
+    except (OutputLockedError, PlanError, ClusterConnectError, AuthTokenError, InputError,
+            FingerprintUnavailable) as exc:
         _fail(str(exc))
         return
     finally:
@@ -158,6 +168,9 @@ def _banner(cfg: PipelineConfig, why: str, stages: list[str], discovery: Any, ou
         extra = f" ({len(discovery.ignored)} non-audio files ignored)" if discovery.ignored else ""
         console.print(f"  input: {len(discovery.sources)} file(s){extra}")
     console.print(f"  output: {output} · config hash {cfg.content_hash()} · schedule {cfg.run.schedule}")
+    if cfg.run.cpu_rehearsal:
+        console.print("  [yellow]rehearsal on the CPU (run.cpu_rehearsal): the GPUs declared to Ray are not real; "
+                      "GPU stages run their models on the CPU[/]")
     known = registry.stages()
     for name in stages:
         for line in known[name].banner_notes(known[name].settings_from(cfg)):
@@ -252,7 +265,7 @@ def models_prepare(profile: str = typer.Option("cpu", help="Build the models thi
 
     made = localmodels.prepare(profile, only)
     for name, path in made.items():
-        out.print(f"{name}: {path}")
+        out.print(f"{name}: skipped: {path}" if isinstance(path, Exception) else f"{name}: {path}")
     if not made:
         out.print(f"nothing to build for the {profile} profile")
 
@@ -302,29 +315,73 @@ def report(
     out.print(path)
 
 
+@app.command("check")
+def check_cmd(
+    items: str = typer.Argument(..., help="JSON lines: id, song_id or source, and caption or "
+                                          "question/answer/options."),
+    facts: str = typer.Option(..., "--facts", help="An mfpipe output folder (its mir and lyrics rows) or one "
+                                                   "song's facts as a JSON object in the MIR row's shape."),
+    dest: Optional[str] = typer.Option(None, "--out", help="Write the JSON lines here instead of stdout."),
+    config: Optional[str] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Lint captions and QA items (ours or another dataset's) against measured facts: one JSON line per item,
+    {"id", "flags": [{"check", "message"}]}."""
+    from ..lintfiles import CheckInputError, check_items, load_facts
+
+    try:
+        cfg = load_config(config, list(set_ or []), detect_gpu=lambda: False)
+        index = load_facts(facts)
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(open(dest, "w", encoding="utf-8")) if dest else sys.stdout
+            summary = check_items(items, index, sink, cfg.consistency)
+    except (ConfigError, CheckInputError) as exc:
+        _fail(str(exc))
+        return
+    found = ", ".join(f"{check} {n}" for check, n in summary.by_check.most_common()) or "none"
+    console.print(f"checked {summary.items} item(s): {summary.flagged} flagged ({found}); "
+                  f"{summary.without_facts} without facts; {summary.errors} unreadable line(s)")
+
+
 @app.command("export")
 def export_cmd(
     output: str = typer.Argument("./mfpipe-out", help="Output folder or fsspec URL."),
     format: str = typer.Option("parquet", "--format", "-f",
                                help="parquet: (re)write OUT/export (MF-Skills / MF-Think shards + card); "
-                                    "af3-json: Audio Flamingo training JSON from the current export."),
-    dest: Optional[str] = typer.Option(None, "--dest", help="af3-json: folder for the JSON files "
-                                                            "(default OUT/export/af3)."),
+                                    "af3-json: Audio Flamingo training JSON from the current export; "
+                                    "hf-audio | webdataset | lhotse-shar: training shards with the audio inside, "
+                                    "from the current export (resumed where an interrupted one stopped)."),
+    dest: Optional[str] = typer.Option(None, "--dest", help="af3-json: folder for the JSON files (default "
+                                                            "OUT/export/af3); training formats: folder or fsspec "
+                                                            "URL of the shards (default OUT/export/<format>)."),
     sound_prefix: Optional[str] = typer.Option(None, "--sound-prefix",
-                                               help="af3-json: OLD=NEW, rewrite the start of each audio path."),
+                                               help="af3-json: OLD=NEW, rewrite the start of each audio path "
+                                                    "(they are audio/<song_id>.<ext>)."),
+    audio: Optional[str] = typer.Option(None, "--audio", help="Training formats: full (one sample per song) or "
+                                                              "windows (per 30 s window); default export.audio."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="Training formats: flac or opus; default "
+                                                              "export.audio_codec."),
+    af3_audio: Optional[str] = typer.Option(None, "--af3-audio", help="af3-json: link, copy or none: the audio "
+                                                                      "beside the JSON; default export.af3_audio "
+                                                                      "(link)."),
+    restart: bool = typer.Option(False, "--restart", help="Training formats: start over instead of resuming."),
     config: Optional[str] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Export the corpora: Parquet shards with their dataset card, or Audio Flamingo JSON."""
+    """Export the corpora: Parquet shards with their dataset card, Audio Flamingo JSON, or training shards
+    with the audio inside (hf-audio, webdataset, lhotse-shar)."""
     from ..curate import af3
     from ..curate import export as corpus
+    from ..curate.audio_export import FOLDERS
     from ..prompts import load_prompt
     from ..schemas import RunInfo
     from ..store import OutputStore
     from .runner import code_revision, new_run_id
 
-    if format not in ("parquet", "af3-json"):
-        _fail(f"--format must be parquet or af3-json, got {format!r}")
+    if format not in ("parquet", "af3-json", *FOLDERS):
+        _fail(f"--format must be parquet, af3-json, {', '.join(FOLDERS)}; got {format!r}")
+    options = {"export.audio": audio, "export.audio_codec": codec, "export.af3_audio": af3_audio}
+    set_ = [*(set_ or []), *(f"{key}={value}" for key, value in options.items() if value)]
     prefix = None
     if sound_prefix:
         if "=" not in sound_prefix:
@@ -345,11 +402,83 @@ def export_cmd(
                               + f" rows → {store.join(corpus.EXPORT)}")
             if format == "af3-json":
                 written = af3.write(store, corpus.current_root(store), dest, prefix=prefix,
-                                    think_instruction=load_prompt(cfg.export.think_prompt).text)
-                for table, info in written.items():
-                    out.print(f"{table}: {info['entries']} conversations → {info['path']}")
+                                    think_instruction=load_prompt(cfg.export.think_prompt).text,
+                                    audio=cfg.export.af3_audio)
+                _report_af3(store, corpus.current_root(store), written)
+            if format in FOLDERS:
+                _export_training(store, corpus.current_root(store), format, cfg, dest, restart)
     except (OutputLockedError, corpus.ExportError) as exc:
         _fail(str(exc))
+
+
+def _report_af3(store, root: str, written: dict) -> None:
+    from ..curate.audio_export import record_format
+
+    placed = written.pop("audio")
+    for table, info in written.items():
+        out.print(f"{table}: {info['entries']} conversations → {info['path']}")
+    out.print(f"audio: {placed['songs']} songs ({placed['mode']}) → {placed['path']}")
+    for miss in placed["missing"]:
+        console.print(f"[yellow]audio of {miss['song_id'][:12]} not placed: {miss['error']}[/]")
+    record_format(store, root, "af3-json", {
+        "path": written["mf_skills"]["path"].rsplit("/", 1)[0], "entries": sum(i["entries"] for i in written.values()),
+        "bytes": placed["bytes"] if placed["mode"] == "copy" else None, "audio": placed["mode"],
+        "failed": len(placed["missing"])})
+
+
+def _export_training(store, root: str, fmt: str, cfg: PipelineConfig, dest: str | None, restart: bool) -> None:
+    """One training format (hf-audio, webdataset, lhotse-shar) of the current export, resumed if interrupted."""
+    from ..curate.audio_export import AudioExportError, export_audio, format_summary, record_format
+
+    caption = getattr(cfg, "caption", None)
+    try:
+        result = export_audio(store, root, fmt, cfg.export, window_s=cfg.audio.window_s,
+                              min_clip_s=getattr(caption, "min_clip_s", 1.0), dest=dest, restart=restart,
+                              log=lambda line: console.print(f"  {line}"))
+    except AudioExportError as exc:
+        _fail(str(exc))
+        return
+    m = result.manifest
+    state = "already complete" if result.skipped else f"{m['shards']} shards"
+    out.print(f"{fmt}: {m['samples']} samples of {m['songs']} songs ({m['audio']['mode']}, {m['audio']['codec']}), "
+              f"{m['bytes'] / 2**20:.1f} MB, {state} → {result.path}")
+    for miss in m["failed"]:
+        console.print(f"[yellow]{miss['song_id'][:12]} ({miss['source']}): {miss['error']}[/]")
+    record_format(store, root, fmt, format_summary(result, inside=dest is None))
+
+
+@app.command()
+def review(
+    output: str = typer.Argument("./mfpipe-out", help="Output folder or fsspec URL."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on. Any but loopback needs the token "
+                                                           "printed in the URL (printed once, never logged)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0: any free one)."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Whose decisions these are (default: the "
+                                                                    "login name)."),
+) -> None:
+    """A local web app: listen to each song, read what was generated, keep, drop or edit each item."""
+    import getpass
+
+    from ..review.serve import prepare, server
+    from ..store import OutputStore
+
+    store = OutputStore(output)
+    if not store.has_output("ingest"):
+        _fail(f"{output} has no ingest output: nothing to review (run `mfpipe run` first)")
+    try:
+        name = reviewer or getpass.getuser()
+    except (KeyError, OSError):
+        name = "curator"
+    try:
+        served = prepare(output, name, host, port)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return
+    console.print(f"reviewing {output} as [bold]{name}[/]; decisions go to {store.join('reviews')} · Ctrl-C stops")
+    if served.token:
+        console.print("[yellow]listening beyond loopback: anyone with this URL (it holds the token) can review[/]")
+    out.print(served.url, soft_wrap=True)
+    server(served).run(sockets=[served.sock])
 
 
 AddressOpt = typer.Option(None, "--address", "-a",

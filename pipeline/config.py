@@ -48,6 +48,14 @@ class RunConfig(Section):
     dashboard: bool = Field(False, description="Local Ray only: start the dashboard (bound to 127.0.0.1).")
     num_gpus: int | None = Field(None, ge=0, description="Local Ray only: GPUs to declare; None: the GPUs this "
                                  "machine has. (Tests declare GPUs a CPU box lacks to check the GPU plan.)")
+    gpu_memory_gb: float | None = Field(None, gt=0, description="Memory of one GPU in GiB, for the plan's byte "
+                                        "count: set it for declared GPUs (run.num_gpus) or a cluster whose GPU "
+                                        "type Ray does not report; None: nvidia-smi on this machine (a local run), "
+                                        "else the cluster's accelerator type, else unknown (declared shares).")
+    cpu_rehearsal: bool = Field(False, description="The GPUs declared to Ray (run.num_gpus, or a test cluster's "
+                                "--num-gpus) are not real: GPU stages run their models on the CPU. Only for "
+                                "rehearsing the production plan on a machine without GPUs; without it a worker that "
+                                "holds a GPU and finds no usable CUDA fails its stage at once.")
     schedule: Literal["stream", "barrier"] = Field("stream", description="stream: every stage of a phase runs at "
                                                    "once and takes songs as its upstream stages commit them; "
                                                    "barrier: a stage starts when its upstream stages have finished.")

@@ -2,20 +2,23 @@
 
 Each worker holds one batch at a time, so the driver always knows which songs a worker has: when a
 worker process dies (a segfault in a native library, the kernel's OOM killer) the batch it held is
-known, its songs are retried one at a time on a fresh worker, and a song that kills a worker on its
-own becomes a `worker_crash` reject while the run goes on. A worker whose stage cannot even start
-(`setup` raises: a model that cannot load) fails the stage with the cause. The same loop serves the
-streaming and the barrier schedules (the NeMo Curator actor-pool executor, smaller).
+known and comes back `crashed` (the stage's flow retries its songs alone). A worker whose stage cannot
+even start (`setup` raises: a model that cannot load; Ray's `actor_init_failed`) fails the stage with
+the cause. A worker lost with its node (drained or preempted: Ray's `preempted`) is no song's fault: its
+batch comes back `preempted` and its replacement is not counted against the pool. The same loop serves
+the streaming and the barrier schedules (the NeMo Curator actor-pool executor, smaller).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..devices import worker_env
 from ..schemas import Reject, RunInfo
 from .stage import Deferred, Stage, StageSettings
 
@@ -30,7 +33,10 @@ class WorkerStartError(RuntimeError):
 class StageActor:
     """The Ray actor: one stage instance, `setup` once, then batches."""
 
-    def __init__(self, stage_cls: type[Stage], settings_json: str, run: RunInfo):
+    def __init__(self, stage_cls: type[Stage], settings_json: str, run: RunInfo, env: dict[str, str]):
+        # What the driver hands its workers by environment: a rehearsal flag (mfpipe.devices), the LLM
+        # server's key (never in the settings, which provenance may quote).
+        os.environ.update(env)
         self.stage = stage_cls(stage_cls.settings_from_json(settings_json), run)
         self.stage.setup()
 
@@ -75,18 +81,19 @@ class Finished:
     results: list[tuple[str, str, str]] = field(default_factory=list)
     seconds: float = 0.0
     crashed: bool = False  # the worker died while holding it
+    preempted: bool = False  # ...because its node was drained or preempted: not the songs' doing
     alone: bool = False
 
 
 class WorkerPool:
     def __init__(self, stage_cls: type[Stage], settings: StageSettings, run: RunInfo, workers: int,
-                 cpus: float, gpus: float):
+                 cpus: float, gpus: float, env: dict[str, str] | None = None):
         import ray
 
         self.stage_cls = stage_cls
         self._remote = ray.remote(StageActor).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0,
                                                       max_task_retries=0, name=None)
-        self._args = (stage_cls, settings.to_json(), run)
+        self._args = (stage_cls, settings.to_json(), run, {**worker_env(), **(env or {})})
         self.slots = [Slot() for _ in range(workers)]
         for slot in self.slots:
             self._start(slot)
@@ -117,7 +124,11 @@ class WorkerPool:
         if not refs:
             time.sleep(timeout)
             return []
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        # The first to finish wakes us at once (its worker is free again), then whatever else is done.
+        done, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        if done and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            done += more
         out = []
         for ref in done:
             if ref in waiting:
@@ -129,9 +140,9 @@ class WorkerPool:
             try:
                 results, seconds = ray.get(ref)
                 out.append(Finished(rows, results, seconds, alone=alone))
-            except ray.exceptions.RayActorError:
-                out.append(Finished(rows, crashed=True, alone=alone))
-                self._replace(slot)
+            except ray.exceptions.RayActorError as exc:
+                out.append(Finished(rows, crashed=True, preempted=exc.preempted, alone=alone))
+                self._replace(slot, counted=not exc.preempted)
         return out
 
     def _started(self, slot: Slot) -> None:
@@ -141,20 +152,21 @@ class WorkerPool:
             ray.get(slot.ready_ref)
             slot.ready = True
         except ray.exceptions.RayActorError as exc:
-            cause = _creation_error(exc)
-            if cause is not None:
-                raise WorkerStartError(f"the {self.stage_cls.name} workers cannot start: {cause}") from None
-            self._replace(slot)  # died while loading (killed): try a fresh one
+            if exc.actor_init_failed:  # the stage's `setup` raised: every worker would
+                raise WorkerStartError(f"the {self.stage_cls.name} workers cannot start: "
+                                       f"{_creation_error(exc)}") from None
+            self._replace(slot, counted=not exc.preempted)  # died while loading (killed): a fresh one
         finally:
             slot.ready_ref = slot.ready_ref if not slot.ready else None
 
-    def _replace(self, slot: Slot) -> None:
+    def _replace(self, slot: Slot, counted: bool = True) -> None:
+        """A fresh worker in a dead one's place; a worker lost with its node (preempted) is not counted."""
         import ray
 
-        if slot.replacements >= MAX_REPLACEMENTS:
+        if counted and slot.replacements >= MAX_REPLACEMENTS:
             raise WorkerStartError(f"the {self.stage_cls.name} workers keep dying ({slot.replacements} "
                                    "replacements for one worker); see the Ray worker logs")
-        slot.replacements += 1
+        slot.replacements += int(counted)
         ray.kill(slot.actor, no_restart=True)
         self._start(slot)
 
@@ -177,12 +189,8 @@ class WorkerPool:
                 slot.actor = None
 
 
-def _creation_error(exc: BaseException) -> str | None:
-    """The error a worker's constructor (the stage's `setup`) raised, if that is why it died."""
-    text = str(exc)
-    marker = "error raised in its creation task"
-    if marker not in text:
-        return None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+def _creation_error(exc: BaseException) -> str:
+    """The error a worker's constructor (the stage's `setup`) raised, from Ray's message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     tail = [line for line in lines if "Error" in line or "error" in line]
-    return (tail[-1] if tail else lines[-1])[:2000]
+    return (tail[-1] if tail else lines[-1] if lines else type(exc).__name__)[:2000]

@@ -146,4 +146,6 @@ def cluster_capacity() -> dict[str, float]:
         "CPU": float(total.get("CPU", 0.0)),
         "GPU": float(total.get("GPU", 0.0)),
         "nodes": float(alive),
+        # GPU nodes report their GPU type (e.g. accelerator_type:H100): the plan reads memory from it
+        **{k: float(v) for k, v in total.items() if k.startswith("accelerator_type:")},
     }

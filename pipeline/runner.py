@@ -1,37 +1,45 @@
 """Runs the planned stages: resources planned once, stages streaming songs to each other, stops that drain.
 
 Per run: take the output folder (a lock, or a lease on object stores), clear what `--force` names,
-join or start Ray, make the resource plan (`pipeline.plan`: phases, workers, the LLM server's GPU
-share), then run the phases one after the other. In a phase every map stage runs in a thread of its
-own (`pipeline.flow.StageFlow`) with its own Ray worker pool, taking songs as its upstream stages
-commit them; driver-side stages (export) run once their upstream stages have finished. A first
-SIGINT / SIGTERM drains (see `pipeline.stopping`); the run's summary records `interrupted`.
+read what the folder holds once (`pipeline.board`, `pipeline.ledger`), join or start Ray only when
+something is left to do, make the resource plan (`pipeline.plan`: phases, workers, the GPU shares of
+the services the stages declare, `pipeline.services`), then run the phases one after the other. In a
+phase every map stage runs in a thread of its own (`pipeline.flow.StageFlow`) with its own Ray worker
+pool, taking songs as its upstream stages commit them; driver-side stages (export) run once their
+upstream stages have finished. A first SIGINT / SIGTERM drains (see `pipeline.stopping`); the run's
+summary records `interrupted`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mfpipe import __version__
 
+from ..devices import REHEARSAL_ENV
+from ..gpumemory import gpu_memory_per_gpu
 from ..schemas import RunInfo, utc_now
 from ..store import OutputStore
 from . import registry
+from .board import Board, RowReader
 from .config import PipelineConfig
-from .flow import Board, FlowContext, RowReader, StageFlow, StageSummary
+from .flow import FlowContext, StageFlow, StageSummary
 from .inputs import Discovery
-from .plan import ResourcePlan, ServerNeed, StageNeed, make_plan
-from .ray_runtime import cluster_capacity, init_ray, shutdown_ray
-from .services import Services
-from .stage import INPUTS, DriverContext, Stage
+from .ledger import Ledger
+from .plan import ResourcePlan, ServiceNeed, StageNeed, make_plan
+from .ray_runtime import cluster_address, cluster_capacity, init_ray, shutdown_ray
+from .services import Services, service_needs
+from .stage import INPUTS, CorpusGate, DriverContext, Stage
 from .stopping import StopControl
 
 __all__ = ["ProgressFn", "RunResult", "Runner", "StageSummary", "code_revision", "new_run_id"]
@@ -65,6 +73,21 @@ def code_revision() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+@contextlib.contextmanager
+def _rehearsal(on: bool) -> Iterator[None]:
+    """While the run executes, `mfpipe.devices` on the driver and in the workers knows whether declared
+    GPUs are a rehearsal on the CPU (run.cpu_rehearsal)."""
+    before = os.environ.pop(REHEARSAL_ENV, None)
+    if on:
+        os.environ[REHEARSAL_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(REHEARSAL_ENV, None)
+        if before is not None:
+            os.environ[REHEARSAL_ENV] = before
+
+
 def new_run_id() -> str:
     return utc_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -82,6 +105,8 @@ class Runner:
         self.run = RunInfo(run_id=new_run_id(), config_hash=config.content_hash(), code_rev=code_revision())
         self.stop = StopControl(config.run.drain_seconds)
         self.services: Services | None = None
+        self.withdrawn: set[str] = set()  # songs with rows that the corpus left out: no stage takes them
+        self.gates: dict[str, CorpusGate] = {}
         self.plan: ResourcePlan | None = None
 
     # ------------------------------------------------------------ top level
@@ -89,7 +114,8 @@ class Runner:
         result = RunResult(self.run.run_id, self.store.url,
                            ignored_inputs=list(discovery.ignored) if discovery else [])
         started = time.time()
-        with self.store.lock(self.run.run_id, self.config.run.lease_seconds), self.stop.installed():
+        with self.store.lock(self.run.run_id, self.config.run.lease_seconds), self.stop.installed(), \
+                _rehearsal(self.config.run.cpu_rehearsal):
             self.store.remove_stale_temporaries()
             for name in self.force:
                 self.store.clear(name)
@@ -141,83 +167,92 @@ class Runner:
         stages = registry.stages()
         maps = [n for n in names if stages[n].kind == "map"]
         drivers = [n for n in names if stages[n].kind == "driver"]
+        sources = list(discovery.sources) if discovery else []
         summaries: dict[str, StageSummary] = {}
-        if maps and self._has_work(maps, discovery):
+        self.gates = self._open_gates(maps)  # before the work check: a new exclusion may withdraw songs
+        board = self._load_board(maps)
+        ledger = Ledger(board, self.limit)
+        if maps and any(ledger.counts(stages[name], sources)[0] for name in maps):
             # Ray starts here, in the main thread (it installs its own signal handlers there; ours
             # are put back below); a rerun with nothing left to do never pays for it.
             init_ray(self.config.run, address=self.ray_address)
             self.stop.reinstall()
-            self._run_phases(maps, discovery, summaries, result)
+            self._run_phases(maps, sources, board, ledger, summaries, result)
         else:
             for name in maps:
-                summaries[name] = self._nothing_to_do(stages[name], discovery)
+                summaries[name] = StageSummary(name, skipped=ledger.counts(stages[name], sources)[1])
+                self.progress(name, "done", summaries[name])
+        self._close_gates(summaries)
         for name in drivers:
             summaries[name] = self._run_driver(stages[name], summaries)
         return [summaries[n] for n in names]
 
-    def _nothing_to_do(self, cls: type[Stage], discovery: Discovery | None) -> StageSummary:
-        summary = StageSummary(cls.name, skipped=self._pending(cls, discovery)[1])
-        self.progress(cls.name, "done", summary)
-        return summary
-
-    def _run_phases(self, maps: list[str], discovery: Discovery | None, summaries: dict[str, StageSummary],
-                    result: RunResult) -> None:
+    def _load_board(self, maps: list[str]) -> Board:
+        """What the output folder holds, read once: the planned stages and the stages they read."""
         stages = registry.stages()
-        self.plan = self._make_plan(maps)
-        result.plan = self.plan.lines()
-        self.progress("run", "plan", result.plan)
-        capacity = cluster_capacity()
-        self.services = Services(nodes=int(capacity.get("nodes", 1)))
-        board = Board()
+        board = Board(withdrawn=self.withdrawn)
         for name in registry.available():
             cls = stages[name]
             if cls.kind == "map" and (name in maps or any(name in stages[m].upstream() for m in maps)):
                 board.load(self.store, name, cls.key)
-        run = self.config.run
-        ctx = FlowContext(self.store, board, RowReader(self.store, board), self.run, self.stop, self.services,
-                          self.progress, time.monotonic(), set(maps), run.schedule, self.limit,
-                          run.shard_max_rows, run.shard_max_mb, run.flush_seconds, run.outage_max_wait_s,
-                          run.outage_song_strikes, run.stream_warmup)
+        return board
+
+    def _open_gates(self, maps: list[str]) -> dict[str, CorpusGate]:
+        """The stages' corpus gates (ingest: fingerprint screening); they fill `self.withdrawn`."""
+        stages = registry.stages()
+        gates = {name: stages[name].corpus_gate(stages[name].settings_from(self.config), self.store, self.run,
+                                                self.withdrawn) for name in maps}
+        return {name: gate for name, gate in gates.items() if gate is not None}
+
+    def _close_gates(self, summaries: dict[str, StageSummary]) -> None:
+        for name, gate in self.gates.items():
+            gate.close()
+            if name in summaries:
+                summaries[name].notes.extend(gate.notes)
+
+    def _run_phases(self, maps: list[str], sources: list[str], board: Board, ledger: Ledger,
+                    summaries: dict[str, StageSummary], result: RunResult) -> None:
+        stages = registry.stages()
+        self.plan = self._make_plan(maps)
+        result.plan = self.plan.lines()
+        self.progress("run", "plan", result.plan)
+        self.services = Services(nodes=int(cluster_capacity().get("nodes", 1)))
+        ctx = FlowContext(self.store, board, RowReader(self.store, board), ledger, self.run, self.config.run,
+                          self.stop, self.services, self.progress, time.monotonic(), set(maps), gates=self.gates)
         for i, phase in enumerate(self.plan.phases):
-            self.services.server_plan = phase.server
+            self.services.plans = phase.services
             names = [n for n in maps if n in phase.stages]
             if self.stop.requested.is_set():
                 for name in names:
                     summaries[name] = StageSummary(name, error="not run: the run was interrupted")
                     board.finish(name, failed=True)
                 continue
-            flows = [self._flow(ctx, stages[n], discovery, summaries) for n in names]
-            threads = [threading.Thread(target=self._run_flow, args=(f, summaries), name=f"stage-{f.cls.name}",
+            flows = [self._flow(ctx, stages[n], sources, summaries) for n in names]
+            threads = [threading.Thread(target=self._run_flow, args=(f, summaries), name=f"stage-{f.name}",
                                         daemon=True) for f in flows if f is not None]
             for thread in threads:
                 thread.start()
             while any(t.is_alive() for t in threads):
                 for thread in threads:
                     thread.join(timeout=0.2)  # short joins: the main thread must take signals
-            following = self.plan.phases[i + 1].server if i + 1 < len(self.plan.phases) else None
+            following = self.plan.phases[i + 1].services if i + 1 < len(self.plan.phases) else {}
             self.services.release(following)
 
-    def _flow(self, ctx: FlowContext, cls: type[Stage], discovery: Discovery | None,
+    def _flow(self, ctx: FlowContext, cls: type[Stage], sources: list[str],
               summaries: dict[str, StageSummary]) -> StageFlow | None:
-        if ctx.schedule == "barrier":
+        if ctx.config.schedule == "barrier":
             failed = [u for u in cls.upstream() if u in ctx.planned and ctx.board.lane(u).failed]
             if failed:
                 summaries[cls.name] = StageSummary(cls.name, error=f"not run: upstream stage {failed[0]} failed")
                 ctx.board.finish(cls.name, failed=True)
                 self.progress(cls.name, "failed", summaries[cls.name])
                 return None
-        settings = cls.settings_from(self.config)
-        plan = self.plan.stages[cls.name]
-        sources = None
-        if cls.requires[0] == INPUTS:
-            sources = list(discovery.sources) if discovery else []
-            if self.limit is not None:
-                sources = sources[: self.limit]
-        return StageFlow(ctx, cls, settings, plan.workers, plan.cpus, plan.gpus, sources=sources)
+        inputs = ctx.ledger.inputs(sources) if cls.requires[0] == INPUTS else None
+        return StageFlow(ctx, cls, cls.settings_from(self.config), self.plan.stages[cls.name], sources=inputs)
 
     @staticmethod
     def _run_flow(flow: StageFlow, summaries: dict[str, StageSummary]) -> None:
-        summaries[flow.cls.name] = flow.run()
+        summaries[flow.name] = flow.run()
 
     # ------------------------------------------------------------ planning
     def _make_plan(self, maps: list[str]) -> ResourcePlan:
@@ -225,47 +260,25 @@ class Runner:
         capacity = cluster_capacity()
         levels: dict[str, int] = {}
         needs = []
-        llm_users = []
+        services: dict[str, ServiceNeed] = {}
         for name in maps:
             cls = stages[name]
             levels[name] = 1 + max((levels.get(u, -1) for u in cls.upstream() if u in maps), default=-1)
             settings = cls.settings_from(self.config)
             res = cls.resources(settings)
-            uses_server = "llm" in cls.reads and not settings.shared["llm"].base_url
-            if uses_server:
-                llm_users.append(settings.shared["llm"])
-            needs.append(StageNeed(name, levels[name], res.cpus, res.gpus, res.concurrency, uses_server))
-        server = None
-        if llm_users:
-            from ..backends.vllm_server import tensor_parallel_size
-
-            spec = llm_users[0].server
-            gpus = spec.gpus if spec.gpus is not None else (
-                float(tensor_parallel_size(spec.args)) if capacity["GPU"] > 0 else 0.0)
-            server = ServerNeed(gpus=gpus, min_gpus=spec.min_gpus, memory_per_share=spec.memory_per_share)
+            started = service_needs(cls, settings, has_gpus=capacity["GPU"] > 0)
+            for service, need in started.items():
+                services.setdefault(service, need)  # one server per service, shared by its stages
+            needs.append(StageNeed(name, levels[name], res.cpus, res.gpus, res.concurrency, tuple(started),
+                                   memory=cls.gpu_memory(settings)))
         gpus = capacity["GPU"]
         if not self.config.run.fail_fast_on_resources:
             # Autoscaling clusters: plan for what the stages declare; GPU nodes appear on demand.
-            gpus = max(gpus, sum(n.gpus for n in needs) + (server.gpus if server else 0.0))
-        return make_plan(needs, capacity["CPU"], gpus, self.config.run.schedule, server, capacity["node_CPU"])
-
-    # ------------------------------------------------------------ work left
-    def _pending(self, cls: type[Stage], discovery: Discovery | None) -> tuple[int, int]:
-        """(units still to do, units already done) as the output folder says now."""
-        store = self.store
-        done = store.keys(store.stage_dir(cls.name), cls.key)
-        done |= store.keys(store.rejects_dir(cls.name), cls.key, where=("retryable", False))
-        base = cls.requires[0]
-        if base == INPUTS:
-            units = set(discovery.sources if discovery else [])
-            if self.limit is not None:
-                units = set(sorted(units)[: self.limit])
-        else:
-            units = store.keys(store.stage_dir(base), "song_id")
-        return len(units - done), len(units & done)
-
-    def _has_work(self, maps: list[str], discovery: Discovery | None) -> bool:
-        return any(self._pending(registry.stages()[name], discovery)[0] for name in maps)
+            gpus = max(gpus, sum(n.gpus for n in needs) + sum(s.gpus for s in services.values()))
+        memory = gpu_memory_per_gpu(self.config.run.gpu_memory_gb, capacity, local=self.ray_address is None
+                                    and cluster_address(self.config.run) is None) if gpus else None
+        return make_plan(needs, capacity["CPU"], gpus, self.config.run.schedule, services, capacity["node_CPU"],
+                         gpu_memory=memory)
 
     # ------------------------------------------------------------ driver-side stages
     def _run_driver(self, cls: type[Stage], summaries: dict[str, StageSummary]) -> StageSummary:

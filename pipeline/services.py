@@ -1,188 +1,164 @@
-"""What stages share during a run: the LLM endpoint, and the vLLM server mfpipe starts when none is given.
+"""Shared services: what a run's stages share (a model server), declared by name and opened under the plan.
 
-- An endpoint named by `llm.base_url` (production: the vLLM Deployment of infra/vllm) is checked
-  before a stage that uses it starts: it must answer `/v1/models` and list `llm.model`. A wrong URL
-  or name fails the stage at once with the cause and what to set, instead of turning every song
-  into a reject.
-- Without `llm.base_url`, mfpipe starts `vllm serve` for the run inside a Ray actor that reserves
-  the server's GPU share (`pipeline.plan`), so Ray never places a stage worker on those GPUs; its
-  `--gpu-memory-utilization` follows the share. The server lives as long as the phases that need
-  it; if it dies, `recover` starts it again.
-- During a run a stage asks `check` when its songs come back `deferred` (the service failed for
-  them): healthy means the failure was the song's, not the service's.
+A service is a `Service` subclass registered by name (`@register_service`; other packages through the
+`mfpipe.services` entry-point group). A stage lists the services it uses (`Stage.services`); the runner
+and the planner loop over what the stages declare and never name one:
+
+- `need(section, has_gpus)`: what a server mfpipe would start needs (`plan.ServiceNeed`: GPUs, CPUs,
+  memory), or None when the config names an endpoint to use as it is (nothing to start);
+- `open(stage, section, plan)`: before a stage's workers start, in the stage's thread: check the endpoint
+  or start the server under the phase's `ServicePlan`; returns the section its workers get (e.g. with
+  the server's URL);
+- `check(stage)`: None when healthy; asked when a stage's songs come back deferred;
+- `recover(stage)`: start again a server of ours that died;
+- `worker_env()`: what stage workers need in their environment (e.g. the server's key);
+- `release(keep)` / `close()`: stop servers no later phase needs / all of them.
+
+The LLM's vLLM server is one such service (`pipeline.llm_service`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, ClassVar
 
-from ..backends import vllm_server
-from ..backends.llm import LlmConfig
-from .plan import ServerPlan
+from ..config import Section
+from .plan import ServiceNeed, ServicePlan
+
+if TYPE_CHECKING:
+    from .stage import Stage, StageSettings
 
 
 class ServiceError(RuntimeError):
     """A shared service a stage needs is not usable; the message says what to set."""
 
 
-class _ServerHost:
-    """Ray actor: holds the GPU share and runs the vLLM server process beside itself."""
+class Service:
+    """One shared service of a run (one instance per run, shared by the stages that declare it)."""
 
-    def __init__(self, llm_json: str, host: str, gpu_memory_utilization: float | None, tensor_parallel: int):
-        llm = LlmConfig.model_validate_json(llm_json)
-        args = list(llm.server.args)
-        if gpu_memory_utilization is not None:
-            args = vllm_server.with_flag(args, "--gpu-memory-utilization", f"{gpu_memory_utilization:.3f}")
-        if tensor_parallel > 1:  # its own worker processes inside our share, not another Ray
-            args = vllm_server.with_flag(args, "--distributed-executor-backend", "mp")
-        self.server = vllm_server.VllmServer.from_config(llm, host=host, args=args)
+    name: ClassVar[str]
+    section: ClassVar[str]  # the shared config section that configures it (in the stages' `reads`)
 
-    def start(self) -> str:
-        self.server.start()
-        return self.server.base_url
+    def __init__(self, nodes: int = 1):
+        self.nodes = nodes  # Ray nodes: more than one and a server must be reachable from the others
 
-    def alive(self) -> bool:
-        return self.server.running()
-
-    def log(self) -> tuple[str, str]:
-        return str(self.server.log_path), self.server.log_tail()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-@dataclass
-class _Managed:
-    key: str
-    actor: Any
-    base_url: str
-    plan: ServerPlan
-
-
-@dataclass
-class Services:
-    """The run's shared services, opened by the stages that need them (`Stage.open_services`)."""
-
-    nodes: int = 1  # Ray nodes: more than one and the server binds all interfaces
-    server_plan: ServerPlan | None = None  # the current phase's share for a server mfpipe starts
-    _managed: dict[str, _Managed] = field(default_factory=dict)
-    _by_stage: dict[str, LlmConfig] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)  # stages open services from their threads
-
-    # ------------------------------------------------------------ opening
-    def llm(self, stage: str, llm: LlmConfig) -> LlmConfig:
-        """The LLM settings `stage`'s workers get: the checked endpoint, or a server started for it."""
-        if not llm.base_url:
-            with self._lock:
-                managed = self._server(llm)
-            llm = llm.model_copy(update={"base_url": managed.base_url})
-        problem = self.check_llm(llm)
-        if problem:
-            raise ServiceError(problem)
-        self._by_stage[stage] = llm
-        return llm
-
-    def _server(self, llm: LlmConfig) -> _Managed:
-        import ray
-
-        plan = self.server_plan or ServerPlan(gpus=0.0, cpus=1.0, gpu_memory_utilization=None)
-        key = f"{llm.model_dump_json()}|{plan.gpus}"
-        found = self._managed.get(key)
-        if found is not None:
-            return found
-        host = llm.server.host
-        if self.nodes > 1 and host in ("127.0.0.1", "localhost"):
-            host = "0.0.0.0"  # stage workers on other nodes must reach it; it advertises its node's IP
-        tp = vllm_server.tensor_parallel_size(llm.server.args)
-        actor = ray.remote(_ServerHost).options(num_cpus=plan.cpus, num_gpus=plan.gpus, max_restarts=0).remote(
-            llm.model_dump_json(), host, plan.gpu_memory_utilization, tp)
-        share = f"{plan.gpus:g} GPU, gpu-memory-utilization {plan.gpu_memory_utilization}" if plan.gpus else "CPU"
-        print(f"starting the vLLM server for {llm.model} ({share})", file=sys.stderr, flush=True)
-        try:
-            base_url = ray.get(actor.start.remote())
-        except ray.exceptions.RayError as exc:
-            ray.kill(actor)
-            raise ServiceError(f"the vLLM server for {llm.model} did not start: {_cause(exc)}") from None
-        managed = self._managed[key] = _Managed(key, actor, base_url, plan)
-        return managed
-
-    # ------------------------------------------------------------ health
-    def check_llm(self, llm: LlmConfig) -> str | None:
-        """None when the endpoint answers and serves `llm.model`; else what is wrong and what to set."""
-        import httpx
-
-        try:
-            names = vllm_server.served_models(llm.base_url, os.environ.get(llm.api_key_env))
-        except (httpx.HTTPError, ValueError) as exc:
-            return (f"cannot reach the LLM server at {llm.base_url} ({type(exc).__name__}: {exc}). Set "
-                    "llm.base_url to a running OpenAI-compatible server (infra/vllm/deployment.yaml), or leave it "
-                    "unset to let mfpipe start one.")
-        if llm.model not in names:
-            return (f"the LLM server at {llm.base_url} does not serve {llm.model!r} (it serves: "
-                    f"{', '.join(names) or 'nothing'}). Set llm.model to the served name, or serve the model "
-                    f"under that name (--served-model-name {llm.model}, as infra/vllm/deployment.yaml does).")
+    @classmethod
+    def need(cls, section: Section, has_gpus: bool) -> ServiceNeed | None:
         return None
 
+    def open(self, stage: str, section: Section, plan: ServicePlan | None) -> Section:
+        return section
+
     def check(self, stage: str) -> str | None:
-        llm = self._by_stage.get(stage)
-        if llm is None:
-            return None
-        for managed in self._managed.values():
-            if managed.base_url == llm.base_url and not _alive(managed.actor):
-                return f"the vLLM server mfpipe started at {llm.base_url} has died"
-        return self.check_llm(llm)
+        return None
 
     def recover(self, stage: str) -> bool:
-        """Start again a server mfpipe runs that died; False when there is nothing of ours to restart."""
-        import ray
-
-        llm = self._by_stage.get(stage)
-        for managed in list(self._managed.values()):
-            if llm is not None and managed.base_url == llm.base_url and not _alive(managed.actor):
-                with contextlib.suppress(Exception):
-                    ray.get(managed.actor.stop.remote(), timeout=60)
-                try:
-                    managed.base_url = ray.get(managed.actor.start.remote())
-                    return True
-                except ray.exceptions.RayError:
-                    return False
         return False
 
-    # ------------------------------------------------------------ closing
-    def release(self, keep_plan: ServerPlan | None = None) -> None:
-        """Stop the servers mfpipe started, except one whose share the next phase wants again."""
-        import ray
+    def worker_env(self) -> dict[str, str]:
+        return {}
 
-        for key, managed in list(self._managed.items()):
-            if keep_plan is not None and managed.plan.gpus == keep_plan.gpus:
-                continue
-            with contextlib.suppress(Exception):
-                ray.get(managed.actor.stop.remote(), timeout=120)
-            with contextlib.suppress(Exception):
-                ray.kill(managed.actor)
-            del self._managed[key]
-        self._by_stage.clear()
+    def release(self, keep: ServicePlan | None = None) -> None:
+        """Stop what this service started, unless the next phase wants the same share (`keep`)."""
 
     def close(self) -> None:
         self.release(None)
 
 
-def _alive(actor: Any) -> bool:
-    import ray
-
-    try:
-        return bool(ray.get(actor.alive.remote(), timeout=30))
-    except ray.exceptions.RayError:
-        return False
+_SERVICES: dict[str, type[Service]] = {}
+_loaded = False
 
 
-def _cause(exc: BaseException) -> str:
+def register_service(cls: type[Service]) -> type[Service]:
+    _SERVICES[cls.name] = cls
+    return cls
+
+
+def service_types() -> dict[str, type[Service]]:
+    global _loaded
+    if not _loaded:
+        from . import llm_service  # noqa: F401 - the built-in services register themselves
+
+        for ep in entry_points(group="mfpipe.services"):
+            register_service(ep.load())
+        _loaded = True
+    return dict(_SERVICES)
+
+
+def service_needs(stage_cls: type[Stage], settings: StageSettings, has_gpus: bool) -> dict[str, ServiceNeed]:
+    """The servers mfpipe would start for this stage's declared services, by name."""
+    types = service_types()
+    out = {}
+    for name in stage_cls.services:
+        cls = types[name]
+        need = cls.need(settings.shared[cls.section], has_gpus)
+        if need is not None:
+            out[name] = need
+    return out
+
+
+class Services:
+    """The run's services, opened by the stages that declare them; `plans`: the current phase's shares."""
+
+    def __init__(self, nodes: int = 1):
+        self.nodes = nodes
+        self.plans: dict[str, ServicePlan] = {}
+        self._open: dict[str, Service] = {}
+        self._used: dict[str, list[str]] = {}  # stage -> the services it opened
+        self._lock = threading.Lock()  # stages open services from their own threads
+
+    def _service(self, name: str) -> Service:
+        with self._lock:
+            if name not in self._open:
+                self._open[name] = service_types()[name](self.nodes)
+            return self._open[name]
+
+    def open(self, stage_cls: type[Stage], settings: StageSettings) -> StageSettings:
+        """The settings `stage_cls`'s workers get, with every declared service opened for them."""
+        for name in stage_cls.services:
+            service = self._service(name)
+            section = service.open(stage_cls.name, settings.shared[service.section], self.plans.get(name))
+            settings = settings.replace_shared(service.section, section)
+            self._used.setdefault(stage_cls.name, []).append(name)
+        return settings
+
+    def check(self, stage: str) -> str | None:
+        for name in self._used.get(stage, []):
+            problem = self._open[name].check(stage)
+            if problem:
+                return problem
+        return None
+
+    def recover(self, stage: str) -> bool:
+        return any([self._open[name].recover(stage) for name in self._used.get(stage, [])])
+
+    def worker_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for service in list(self._open.values()):
+            env.update(service.worker_env())
+        return env
+
+    def release(self, following: dict[str, ServicePlan] | None = None) -> None:
+        """After a phase: stop the servers the next phase does not want at the same share."""
+        for name, service in list(self._open.items()):
+            service.release((following or {}).get(name))
+        self._used.clear()
+
+    def close(self) -> None:
+        for service in list(self._open.values()):
+            service.close()
+        self._open.clear()
+        self._used.clear()
+
+
+def describe_error(exc: BaseException) -> str:
+    """The useful line of an error from a Ray actor (a server's own message, with the end of its log)."""
     text = str(exc).strip()
-    if "ServerStartError" in text:  # the server's own message, with the end of its log
+    if "ServerStartError" in text:
         return text[text.find("ServerStartError"):][:4000]
-    return text.splitlines()[-1][:3000]
+    return text.splitlines()[-1][:3000] if text else type(exc).__name__
+
+
+__all__ = ["Service", "ServiceError", "Services", "describe_error", "register_service", "service_needs",
+           "service_types"]

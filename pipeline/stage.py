@@ -21,11 +21,12 @@ import json
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
 from ..config import Section
+from ..gpumemory import GpuMemory
 from ..schemas import Provenance, Reject, RunInfo, SongRecord, ToolVersion, utc_now
 from ..store import OutputStore
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:  # the config module imports the registry, which imports this 
 # The pseudo-stage whose "output" is the list of input files (column `source`).
 INPUTS = "inputs"
 
-__all__ = ["INPUTS", "Deferred", "DriverContext", "DriverOutcome", "Resources", "RunInfo", "Shared", "Stage",
-           "StageConfig",
+__all__ = ["INPUTS", "CorpusGate", "Deferred", "DriverContext", "DriverOutcome", "Resources", "RunInfo", "Shared",
+           "Stage", "StageConfig",
            "StageSettings"]
 
 
@@ -48,6 +49,9 @@ class Resources(Section):
     batch_size: int = Field(8, ge=1, description="Song rows per batch handed to a worker.")
     concurrency: int | None = Field(None, ge=1, description="Workers; None: as many as the cluster's CPUs or "
                                                             "GPUs fit (the run's resource plan may give fewer).")
+    gpu_memory_gb: float | None = Field(None, gt=0, description="GPU memory one worker needs, in GiB; None: "
+                                        "estimated from the stage's models (their checkpoints). With the GPUs' "
+                                        "memory known, the plan sizes the GPU share from it.")
 
 
 class StageConfig(Section):
@@ -109,6 +113,17 @@ class DriverOutcome:
     rows_out: int
 
 
+class CorpusGate(Protocol):
+    """See `Stage.corpus_gate`."""
+
+    notes: list[str]  # for the stage's summary
+
+    def admit(self, records: list[SongRecord], rejects: list[Reject]) -> tuple[list[SongRecord], list[Reject]]:
+        """The records to write and the rejects, with those it turned down added."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class DriverContext:
     """What a driver-side stage gets: the output folder, the run's facts and a progress callback."""
@@ -128,6 +143,9 @@ class Stage:
     # Shared sections this stage reads, by name (e.g. {"llm": LlmConfig}); the pipeline config
     # gets one section per name, whichever stages declare it.
     reads: ClassVar[dict[str, type[Section]]] = {}
+    # Shared services its workers use, by name (`pipeline.services`): the runner opens them (under the
+    # plan's shares) before the workers start and hands the workers the settings they return.
+    services: ClassVar[tuple[str, ...]] = ()
     # Upstream outputs. The first is the base table (one row per unit of work);
     # the others are joined on song_id and must exist.
     requires: ClassVar[tuple[str, ...]] = ("ingest",)
@@ -175,16 +193,29 @@ class Stage:
         return settings.own.resources
 
     @classmethod
+    def gpu_memory(cls, settings: StageSettings) -> GpuMemory | None:
+        """GPU memory one worker needs: `resources.gpu_memory_gb`, else the section's own estimate from its
+        models; None for a CPU stage or when unknown."""
+        res = cls.resources(settings)
+        if not res.gpus:
+            return None
+        if res.gpu_memory_gb:
+            return GpuMemory(res.gpu_memory_gb, f"{cls.name}.resources.gpu_memory_gb")
+        return settings.own.gpu_memory_estimate()
+
+    @classmethod
     def banner_notes(cls, settings: StageSettings) -> list[str]:
         """Lines the run banner must show for this stage (e.g. models with random weights)."""
         return []
 
     @classmethod
-    def open_services(cls, settings: StageSettings, services: Any) -> StageSettings:
-        """Driver side, before this stage's workers start: open what all of them share through the
-        run's `pipeline.services.Services` (the LLM endpoint, checked, or a server started for the
-        run) and return the settings the workers get (e.g. with the server's URL)."""
-        return settings
+    def corpus_gate(cls, settings: StageSettings, store: OutputStore, run: RunInfo,
+                    withdrawn: set[str]) -> CorpusGate | None:
+        """Driver side, once per run (also a run with nothing to do): what decides, before this stage's
+        records are committed, which of them the corpus keeps (ingest: near-duplicates, evaluation
+        contamination). It may add song_ids that already have rows to `withdrawn`: no stage takes
+        them any more. None: every record is written."""
+        return None
 
     @classmethod
     def upstream(cls) -> tuple[str, ...]:
@@ -232,16 +263,7 @@ class Stage:
         )
 
     def reject(self, row: dict[str, Any], error: str, message: str, *, retryable: bool = False) -> Reject:
-        return Reject(
-            source=str(row.get("source") or ""),
-            song_id=row.get("song_id"),
-            stage=self.name,
-            error=error,
-            message=message,
-            retryable=retryable,
-            run_id=self.run.run_id,
-            created_at=utc_now(),
-        )
+        return Reject.of(self.name, self.run.run_id, row, error, message, retryable=retryable)
 
     def reject_exception(self, row: dict[str, Any], exc: BaseException) -> Reject:
         """An unexpected failure on one song: kept as a retryable reject with its cause."""

@@ -46,6 +46,16 @@ class Prompt:
         so a macro that uses a value it was not given fails loudly."""
         return _jinja_module(self.text)
 
+    def has(self, macro: str) -> bool:
+        """Whether this version of a Jinja template defines the macro."""
+        return hasattr(self.macros(), macro)
+
+    def call(self, macro: str, **values: Any) -> str:
+        """A macro rendered with the values it takes (others are left out), trimmed: newer versions
+        of a prompt may take more values than older ones, and the stage passes them all."""
+        function = getattr(self.macros(), macro)
+        return str(function(**{k: v for k, v in values.items() if k in function.arguments})).strip()
+
 
 @lru_cache(maxsize=32)
 def _jinja_module(text: str) -> Any:

@@ -4,7 +4,7 @@ from .arrow import arrow_schema, to_table
 from .caption import CaptionRecord, CaptionWindow
 from .common import LlmUsage, ModelRef, PromptRef, Provenance, Record, Reject, RunInfo, SongRecord, ToolVersion, utc_now
 from .filter import FilterRecord, ItemJudgement, QaJudgement
-from .ingest import IngestRecord
+from .ingest import ClipFingerprint, FingerprintMatch, IngestRecord
 from .lyrics import LyricsRecord, Word
 from .mir import PITCH_CLASSES, ChordSpan, MirRecord, SongSection
 from .think import Chain, ChainStep, ThinkRecord
@@ -20,6 +20,8 @@ __all__ = [
     "ThinkRecord",
     "CaptionWindow",
     "ChordSpan",
+    "ClipFingerprint",
+    "FingerprintMatch",
     "LyricsRecord",
     "MirRecord",
     "Word",

@@ -43,7 +43,9 @@ def arrow_type(annotation: Any) -> pa.DataType:
     """Arrow type for one pydantic field annotation."""
     annotation, _ = _strip_optional(annotation)
     if get_origin(annotation) is typing.Annotated:
-        return arrow_type(get_args(annotation)[0])
+        # An Arrow type in the metadata wins (e.g. list<uint32> where pydantic only knows int).
+        declared = [m for m in get_args(annotation)[1:] if isinstance(m, pa.DataType)]
+        return declared[0] if declared else arrow_type(get_args(annotation)[0])
     if annotation in _SCALARS:
         return _SCALARS[annotation]
     origin = get_origin(annotation)
@@ -67,7 +69,8 @@ def _fields(model: type[BaseModel]) -> list[pa.Field]:
     for name, info in model.model_fields.items():
         _, optional = _strip_optional(info.annotation)
         nullable = optional or not info.is_required()
-        fields.append(pa.field(name, arrow_type(info.annotation), nullable=nullable))
+        declared = [m for m in info.metadata if isinstance(m, pa.DataType)]  # pydantic lifts Annotated's
+        fields.append(pa.field(name, declared[0] if declared else arrow_type(info.annotation), nullable=nullable))
     return fields
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,3 +104,10 @@ class Reject(Record):
     retryable: bool = False  # transient (timeouts, server errors): a rerun tries again
     run_id: str
     created_at: dt.datetime
+
+    @classmethod
+    def of(cls, stage: str, run_id: str, unit: Any, error: str, message: str, *, retryable: bool = False) -> Reject:
+        """The one way a reject is made: for `unit` (a row dict or a record with `source` / `song_id`)."""
+        get = unit.get if isinstance(unit, dict) else (lambda name: getattr(unit, name, None))
+        return cls(source=str(get("source") or ""), song_id=get("song_id"), stage=stage, error=error,
+                   message=message, retryable=retryable, run_id=run_id, created_at=utc_now())

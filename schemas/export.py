@@ -19,7 +19,8 @@ from .think import ChainStep
 # How a row passed the quality filter.
 #   passed:     the filter judged it and kept it
 #   unfiltered: the filter stage has not run on this output at all (the card says so)
-QUALITY_STATUSES = ("passed", "unfiltered")
+#   reviewed:   the filter dropped it or never judged it, and a person kept or edited it (`mfpipe review`)
+QUALITY_STATUSES = ("passed", "unfiltered", "reviewed")
 
 
 class MirFacts(Record):
@@ -90,3 +91,91 @@ class ThinkRow(Record):
     qa_index: int | None = None
     song: SongFacts
     provenance: list[Provenance] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------ training exports with the audio inside
+# (`mfpipe export --format hf-audio|webdataset|lhotse-shar`, `mfpipe.curate.audio_export`)
+
+# Where an item sits in a sample:
+#   time: it names a time (m:ss) in the song; start/end: the 30 s window(s) holding it, in the sample's time
+#   song: it is about the whole song (no time named); start/end: None
+ITEM_SCOPES = ("time", "song")
+
+
+class SampleItem(Record):
+    """One training item that goes with a sample's audio: an MF-Skills caption or QA item, or an MF-Think
+    chain. `id` is the row id of the Parquet export (join there for quality, steps and per-row provenance)."""
+
+    id: str
+    table: str  # "mf_skills" | "mf_think"
+    kind: str  # "caption" | "qa" | "think"
+    skill: str
+    question: str
+    options: list[str] = Field(default_factory=list)
+    answer: str  # caption text, reference answer, or the chain's final answer
+    text: str | None = None  # MF-Think: the training target <think>…</think><answer>…</answer>
+    scope: str  # one of ITEM_SCOPES
+    start: float | None = None  # seconds from the start of the sample's audio
+    end: float | None = None
+
+
+class AudioSample(Record):
+    """One sample of a training export: one song (`--audio full`) or one 30 s window of it (`--audio windows`),
+    with its items, the song's facts and provenance. The WebDataset `KEY.json`, the Lhotse cut's custom data
+    and the hf-audio row (plus its `audio` column) are this record."""
+
+    key: str  # unique and stable: "<song_id>" or "<song_id>_w<window, 2 digits>"
+    song_id: str
+    window: int | None = None  # which 30 s window of the song (windows), None: the analysed span (full)
+    start_s: float  # where the sample's audio starts in the song
+    end_s: float  # where the song's audio in it ends
+    audio_s: float  # seconds of the song in the sample
+    duration_s: float  # length of the encoded audio (a padded last window: the full window length)
+    sample_rate: int
+    codec: str  # "flac" | "opus"
+    items: list[SampleItem] = Field(default_factory=list)
+    song: SongFacts
+    provenance: list[Provenance] = Field(default_factory=list)  # every stage output behind the items, once
+
+
+Binary = bytes  # (the field below is named `bytes`, as `datasets` names it, which hides the type in the class)
+
+
+class AudioBlob(Record):
+    """The Hugging Face `Audio` feature's storage: the encoded file and a name. Both fields nullable, as
+    `datasets` declares them, so the Parquet schema metadata's `Audio` type matches the column exactly."""
+
+    bytes: Binary | None = None
+    path: str | None = None
+
+
+class HfAudioRow(AudioSample):
+    """A row of the hf-audio export: the sample and its audio (decoded by `datasets` as an `Audio` feature)."""
+
+    audio: AudioBlob | None = None  # always set; nullable only to match the `Audio` feature's Arrow type
+
+
+class FailedSong(Record):
+    """A song of the text export whose audio could not be used (moved, deleted, damaged since ingest)."""
+
+    song_id: str
+    source: str
+    error: str
+
+
+class AudioShardCommit(Record):
+    """`<export>/_progress/<seq>.json`: a shard of a training export is part of it once this record exists.
+    Songs go in a fixed order (`position`), so a resumed export starts after the last committed song."""
+
+    seq: int
+    files: list[str]  # under data/
+    songs: int
+    samples: int
+    items: int
+    audio_s: float
+    bytes: int
+    last_bucket: int  # the position of the shard's last song in the export's order: (bucket, song_id)
+    last_song_id: str
+    failed: list[FailedSong] = Field(default_factory=list)  # songs whose audio could not be used
+    fingerprint: str  # the export settings; a record of other settings is not resumed from
+    committed_at: str

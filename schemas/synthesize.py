@@ -59,6 +59,15 @@ class ConsistencyFlag(Record):
     message: str
 
 
+class GateEvent(Record):
+    """An item the checks (`mfpipe.lint`) flagged, and what synthesize's gate did with it."""
+
+    field: str  # caption, qa/<skill>[i]
+    check: str  # leaky_question | tool_mention | unsupported_identity | ungrounded_time | distractor | ...
+    outcome: str  # repaired (the one repair request fixed it) | dropped (the item, or the caption's sentence)
+    message: str
+
+
 class SynthesizeRecord(SongRecord):
     caption: str
     caption_words: int
@@ -67,6 +76,7 @@ class SynthesizeRecord(SongRecord):
     flags: list[ConsistencyFlag] = Field(default_factory=list)  # contradictions with MIR (empty: none found)
     inputs: list[str] = Field(default_factory=list)  # upstream outputs this song had: caption, mir, lyrics
     usage: LlmUsage = Field(default_factory=LlmUsage)
+    gated: list[GateEvent] = Field(default_factory=list)  # items the checks flagged: repaired or dropped
 
 
 # ------------------------------------------------------------------ what the LLM returns
@@ -78,10 +88,13 @@ Remark = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class MetadataDraft(Record):
+    """bpm, key and meter are null where nothing measured them: a model must not invent them (they become
+    reward truth). The free-text fields are keyword phrases, as the structured-thinking reward reads them."""
+
     genre: Short
-    bpm: float = Field(ge=20, le=400)
-    key: str = Field(pattern=r"^[A-G](#|b)? (major|minor)$", max_length=8)
-    meter: str = Field(pattern=r"^(2|3|4|5|6|7|9|12)/(2|4|8)$", max_length=4)
+    bpm: float | None = Field(ge=20, le=400)
+    key: str | None = Field(pattern=r"^[A-G](#|b)? (major|minor)$", max_length=8)
+    meter: str | None = Field(pattern=r"^(2|3|4|5|6|7|9|12)/(2|4|8)$", max_length=4)
     structure: list[Label] = Field(max_length=12)
     instruments: list[Label] = Field(max_length=10)
     vocal_character: Remark
@@ -144,7 +157,7 @@ def caption_draft(max_chars: int, min_words: int = 1) -> type[Record]:
 
 
 @cache
-def qa_draft(n_open: int, n_choice: int, n_options: int, strict: bool = True) -> type[Record]:
+def qa_draft(n_open: int, n_choice: int, n_options: int, strict: bool = True, answer_chars: int = 300) -> type[Record]:
     """{"open": [exactly n_open], "multiple_choice": [exactly n_choice]} for one skill.
 
     Exact counts and the option count are in the schema, so the server's grammar
@@ -158,9 +171,12 @@ def qa_draft(n_open: int, n_choice: int, n_options: int, strict: bool = True) ->
         options=(list[Short], Field(min_length=n_options, max_length=n_options)),
         correct=(str, Field(pattern=f"^[{letters}]$", max_length=1)),
     )
+    open_item = OpenQaDraft if answer_chars == 300 else create_model(
+        f"OpenQa{answer_chars}", __base__=OpenQaDraft,
+        answer=(str, Field(min_length=1, max_length=answer_chars)))
     fields: dict = {}
     if n_open:
-        fields["open"] = (list[OpenQaDraft], Field(min_length=n_open, max_length=n_open))
+        fields["open"] = (list[open_item], Field(min_length=n_open, max_length=n_open))
     if n_choice:
         fields["multiple_choice"] = (list[choice], Field(min_length=n_choice, max_length=n_choice))
     return create_model(f"QaDraft{n_open}x{n_choice}", __base__=Record, **fields)

@@ -9,7 +9,7 @@ gives its error rate.
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, create_model
 
@@ -19,7 +19,9 @@ from .common import LlmUsage, Record, SongRecord
 class ChainStep(Record):
     text: str
     verdict: str  # "correct" | "wrong" | "unverifiable"
-    checked_by: str  # "audio_lm" | "mir"
+    # "audio_lm" | "mir" | "rules" (mfpipe.lint's checks) | "logic" (a deduction: never heard)
+    checked_by: str
+    kind: str | None = None  # "observation" | "deduction" (think.v2 on; None: untagged, think.v1)
     p_yes: float | None = None  # the audio-LM's probability that the step is true of the audio
     reason: str | None = None
 
@@ -54,23 +56,37 @@ StepText = Annotated[str, Field(min_length=1, max_length=200)]
 FixText = Annotated[str, Field(max_length=200)]  # empty: delete the step
 
 
+class TaggedStep(Record):
+    """A step as think.v2 asks for it: one claim, and whether it is heard or deduced."""
+
+    kind: Literal["observation", "deduction"]
+    text: StepText
+
+
+class TaggedFix(Record):
+    kind: Literal["observation", "deduction"]
+    text: FixText
+
+
 @cache
-def chain_draft(min_steps: int, max_steps: int, n_options: int = 0) -> type[Record]:
-    """{"steps": [min..max short sentences], "answer": ...}: for a multiple-choice question the
-    answer is the letter of an option that exists, else a short sentence."""
+def chain_draft(min_steps: int, max_steps: int, n_options: int = 0, tagged: bool = False) -> type[Record]:
+    """{"steps": [min..max short sentences, or {kind, text} with `tagged`], "answer": ...}: for a
+    multiple-choice question the answer is the letter of an option that exists, else a short sentence."""
+    step = TaggedStep if tagged else StepText
     return create_model(
-        f"ChainDraft{min_steps}to{max_steps}x{n_options}", __base__=Record,
-        steps=(list[StepText], Field(min_length=min_steps, max_length=max_steps)),
+        f"ChainDraft{min_steps}to{max_steps}x{n_options}{'t' if tagged else ''}", __base__=Record,
+        steps=(list[step], Field(min_length=min_steps, max_length=max_steps)),
         answer=_answer_field(n_options),
     )
 
 
 @cache
-def fix_draft(n_fixes: int, n_options: int = 0) -> type[Record]:
+def fix_draft(n_fixes: int, n_options: int = 0, tagged: bool = False) -> type[Record]:
     """{"fixes": [one replacement per flagged step, in order; "" deletes it], "answer": ...}."""
+    fix = TaggedFix if tagged else FixText
     return create_model(
-        f"ChainFix{n_fixes}x{n_options}", __base__=Record,
-        fixes=(list[FixText], Field(min_length=n_fixes, max_length=n_fixes)),
+        f"ChainFix{n_fixes}x{n_options}{'t' if tagged else ''}", __base__=Record,
+        fixes=(list[fix], Field(min_length=n_fixes, max_length=n_fixes)),
         answer=_answer_field(n_options),
     )
 
@@ -79,4 +95,4 @@ def _answer_field(n_options: int) -> tuple:
     if n_options:
         letters = "ABCDEFGH"[:n_options]
         return (str, Field(pattern=f"^[{letters}]$", min_length=1, max_length=1))
-    return (str, Field(min_length=1, max_length=300))
+    return (str, Field(min_length=1, max_length=120))  # short: the reference, word for word

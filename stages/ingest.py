@@ -8,6 +8,11 @@ Outcomes, one per input (the README lists them for curators):
   than the header promises), too short, silent. Identical bytes under several
   names are one song: the runner writes the first and rejects the others as
   `duplicate`.
+- fingerprinted (Chromaprint over the analysed span, in the row): the same
+  recording under other bytes is one song (`near_duplicate`, naming the kept
+  song_id), and a song holding a clip of an evaluation set is left out
+  (`eval_contamination`, naming the clip). The decisions are made on the driver
+  before the rows are committed (`mfpipe.screening`, the stage's corpus gate).
 """
 
 from __future__ import annotations
@@ -17,10 +22,16 @@ from typing import Any
 
 from pydantic import Field
 
-from .. import audio
+from mfpipe import audio
+from mfpipe.dedup import ClipMatchSettings, NearDuplicateSettings
+from mfpipe.fingerprint import FingerprintSink, chromaprint_version
+from mfpipe.schemas import IngestRecord, Reject, RunInfo, ToolVersion
+from mfpipe.screening import Screening, load_exclusions
+from mfpipe.store import OutputStore
+
+from ..pipeline.inputs import discover
 from ..pipeline.registry import register
-from ..pipeline.stage import INPUTS, Resources, Stage, StageConfig
-from ..schemas import IngestRecord, Reject, ToolVersion
+from ..pipeline.stage import INPUTS, Resources, Stage, StageConfig, StageSettings
 
 AUDIO_EXTENSIONS = [".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff",
                     ".m4a", ".aac", ".wma", ".webm", ".mka"]
@@ -38,6 +49,17 @@ class IngestConfig(StageConfig):
     extensions: list[str] = Field(default_factory=lambda: list(AUDIO_EXTENSIONS),
                                   description="File extensions a folder or glob input counts as audio.")
     ffmpeg: str = Field("ffmpeg", description="Used, when installed, for formats libsndfile cannot read.")
+    fingerprint: bool = Field(True, description="A Chromaprint fingerprint of the analysed span in every row "
+                              "(libchromaprint, from Debian's libchromaprint-tools); near_duplicates and exclude "
+                              "need it. Without the library the stage fails and says what to install.")
+    near_duplicates: NearDuplicateSettings = Field(default_factory=NearDuplicateSettings,
+                                                   description=NearDuplicateSettings.__doc__)
+    exclude: list[str] = Field(default_factory=list, description="Evaluation audio that must not be in the corpus: "
+                               "folders, globs or manifests (like --input; `mfpipe run --exclude` adds to it). A song "
+                               "that contains one of its clips is left out as eval_contamination, also a song ingested "
+                               "by an earlier run. Clips are fingerprinted once (OUT/_cache/exclude/).")
+    exclude_match: ClipMatchSettings = Field(default_factory=ClipMatchSettings,
+                                             description=ClipMatchSettings.__doc__)
 
 
 @register
@@ -48,16 +70,39 @@ class IngestStage(Stage):
     key = "source"
     config_model = IngestConfig
     reads = {"audio": audio.AudioConfig}
-    summary = "hash, decode and measure each file; 30 s windows; truncation at 1200 s"
+    summary = ("hash, decode, measure and fingerprint each file; one copy per recording, none holding evaluation "
+               "audio; 30 s windows; truncation at 1200 s")
+
+    @classmethod
+    def banner_notes(cls, settings: StageSettings) -> list[str]:
+        cfg = settings.own
+        if not cfg.fingerprint:
+            return ["no fingerprints (ingest.fingerprint=false): no near-duplicate groups, no exclusions"]
+        return [f"leaves out songs holding clips of {', '.join(cfg.exclude)}"] if cfg.exclude else []
+
+    @classmethod
+    def corpus_gate(cls, settings: StageSettings, store: OutputStore, run: RunInfo,
+                    withdrawn: set[str]) -> Screening | None:
+        """Near-duplicate groups and evaluation contamination, decided before rows are committed."""
+        cfg = settings.own
+        if not cfg.fingerprint:
+            return None
+        sets = {spec: discover(spec, cfg.extensions).sources for spec in dict.fromkeys(cfg.exclude)}
+        exclusions = load_exclusions(store, sets, cfg.exclude_match, run, cfg.ffmpeg)
+        return Screening(store, run, cfg.near_duplicates, cfg.exclude_match, exclusions, withdrawn)
 
     def setup(self) -> None:
         self.ffmpeg = audio.ffmpeg_available(self.cfg.ffmpeg)
+        if self.cfg.fingerprint:
+            FingerprintSink()  # a missing libchromaprint fails the stage here, saying what to install
 
     def tool_versions(self) -> list[ToolVersion]:
         import soundfile
 
         tools = [ToolVersion(name="soundfile", version=soundfile.__version__),
                  ToolVersion(name="libsndfile", version=soundfile.__libsndfile_version__)]
+        if self.cfg.fingerprint:
+            tools.append(ToolVersion(name="chromaprint", version=chromaprint_version()))
         return tools
 
     def process_batch(self, rows: list[dict[str, Any]]) -> list[IngestRecord | Reject]:
@@ -75,13 +120,16 @@ class IngestStage(Stage):
             return self.reject(row, "empty_file", "the file is empty (0 bytes)")
         song_id = audio.sha256_file(source)
         row = {**row, "song_id": song_id}
+        sink = FingerprintSink(max_seconds=self.cfg.max_duration_s) if self.cfg.fingerprint else None
         try:
-            scan = audio.scan_audio(source, self.cfg.ffmpeg)
+            scan = audio.scan_audio(source, self.cfg.ffmpeg, sink)
         except audio.AudioError as exc:
             return self.reject(row, exc.kind, exc.message)
-        return self._judge(row, size, scan)
+        fingerprint = sink.results()[0].tolist() if sink else []
+        return self._judge(row, size, scan, fingerprint)
 
-    def _judge(self, row: dict[str, Any], size: int, scan: audio.AudioScan) -> IngestRecord | Reject:
+    def _judge(self, row: dict[str, Any], size: int, scan: audio.AudioScan,
+               fingerprint: list[int]) -> IngestRecord | Reject:
         cfg = self.cfg
         if scan.frames == 0:
             return self.reject(row, "no_audio", f"{scan.format} file with no audio frames")
@@ -118,4 +166,5 @@ class IngestStage(Stage):
             peak_dbfs=round(scan.peak_dbfs, 2),
             decoder=scan.decoder,
             warnings=warnings,
+            fingerprint=fingerprint,
         )

@@ -25,14 +25,32 @@ from typing import Any
 from .. import audio
 from ..backends import refs
 from ..backends.asr import Asr, AsrSettings
+from ..gpumemory import CUDA_CONTEXT_GIB, GpuMemory, weights_gib
 from ..lyrics.core import LyricsCoreConfig
 from ..pipeline.registry import register
 from ..pipeline.stage import Stage, StageConfig, StageSettings
 from ..schemas import LyricsRecord, ModelRef, Reject, ToolVersion
 
+# Demucs' segments of a batch of songs, the recognisers' batches and their activations.
+LYRICS_WORKING_GIB = 2.0
+
 
 class LyricsConfig(AsrSettings, LyricsCoreConfig, StageConfig):
     """Lyrics: vocal separation, voice activity, language, ASR on the vocal regions, a hallucination guard."""
+
+    def gpu_memory_estimate(self) -> GpuMemory | None:
+        """The models one worker holds on its GPU (the recogniser, Demucs, a transformers Whisper for language
+        ID and the fallback, loaded once when they are the same) + working memory + CUDA's own."""
+        models = [self.model]
+        if self.separation.enabled:
+            models.append(self.separation.model)
+        if self.language.backend == "transformers":
+            models += [m for m in (self.language.detector_model, self.language.fallback_model) if m]
+        sizes = [weights_gib(m) for m in dict.fromkeys(models)]
+        if any(size is None for size in sizes):
+            return None
+        gib = sum(size.gib for size in sizes) + LYRICS_WORKING_GIB + CUDA_CONTEXT_GIB
+        return GpuMemory(round(gib, 2), " + ".join(size.source for size in sizes) + " + working memory")
 
 
 @register
@@ -67,7 +85,7 @@ class LyricsStage(Stage):
         self.asr = Asr.from_config(cfg)
         fallback = None
         if cfg.language.fallback_model:
-            fallback = Asr("faster_whisper", cfg.language.fallback_model, device=cfg.device, language=None,
+            fallback = Asr(cfg.language.backend, cfg.language.fallback_model, device=cfg.device, language=None,
                            compute_type=cfg.compute_type, no_speech_threshold=cfg.no_speech_threshold)
         self.fallback = fallback
         self.core = LyricsCore(cfg, asr=self.asr, fallback_asr=fallback)

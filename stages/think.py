@@ -10,19 +10,22 @@ Per song:
    answer (structured output; for multiple choice the answer is an option
    letter). With `show_reference` the prompt gives the filtered reference
    answer to reason towards (distillation, as in the paper).
-3. Check every step (`mfpipe.factcheck`): a step that states tempo, key,
-   meter or chords is judged by the MIR facts (`mfpipe.consistency`); any
-   other step by the audio-LM's yes/no over the windows it names by time
-   (m:ss), else `step_check.windows` windows spread over the song (the best
-   window counts). Verdicts: correct, wrong, unverifiable (see factcheck). The
+3. Check every step (`mfpipe.think.steps`): the gate's checks first (tools,
+   identities, ungrounded times: wrong); then claim by claim, MIR judges what
+   it measured (`mfpipe.consistency`); a deduction is never heard; an
+   observation's other claims go to the audio-LM's yes/no over the windows it
+   names by time (m:ss), else `step_check.windows` windows spread over the
+   song (the best window counts). Verdicts: correct, wrong, unverifiable. The
    answer is checked too: a multiple-choice answer must be the reference
-   option, an open answer must not contradict MIR.
+   option, an open answer must not contradict MIR and (think.v2) must give the
+   reference, which the training text then carries verbatim.
 4. Apply the rule: no wrong step (and a right answer) → keep; wrong steps ≤
    `max_wrong_ratio` of all steps (30%, inclusive) → rewrite: the LLM gets the
    flagged steps with the reasons and returns one replacement per flagged step
    (or "" to delete it) and the answer, and the chain is checked again, up to
    `rewrite_budget` rounds; more than `max_wrong_ratio` wrong → drop.
-   A chain still wrong when the budget is spent is dropped too.
+   A chain still wrong when the budget is spent is dropped too, and so is one
+   whose observations are unverifiable above `max_unverifiable_ratio`.
 5. Render the training text `<think>…</think><answer>…</answer>`
    (`mfpipe.thinktext`).
 
@@ -49,6 +52,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from mfpipe.lint import GateConfig
+from mfpipe.think.steps import Ask, answer_matches, judge_step, unverifiable_share
+
 from .. import audio
 from ..backends import refs
 from ..backends.audiolm import AudioLMSettings
@@ -63,12 +69,11 @@ from ..factcheck import (
     describe,
     error_rate,
     hear,
-    mir_check,
     song_clips,
+    span_text,
     windows_for,
 )
 from ..pipeline.registry import register
-from ..pipeline.services import Services
 from ..pipeline.stage import Deferred, Resources, Stage, StageConfig, StageSettings
 from ..schemas import LlmUsage, ModelRef, Reject, ToolVersion
 from ..schemas.synthesize import Skill
@@ -109,13 +114,20 @@ class ThinkConfig(AudioLMSettings, StageConfig):
                                  "(distillation, as in the paper).")
     max_wrong_ratio: float = Field(0.3, ge=0, le=1, description="The MF-Think rule: no wrong step: keep; wrong "
                                    "steps up to this share: rewrite; more: drop.")
+    max_unverifiable_ratio: float = Field(0.5, ge=0, le=1, description="A chain whose observations (deductions "
+                                          "are not heard) are unverifiable above this share is dropped "
+                                          "(too_many_unverifiable_steps): nothing confirmed it. 1: keep them all.")
     rewrite_budget: int = Field(1, ge=0, le=5, description="Rewrite rounds per chain before it is dropped.")
     step_check: ThinkStepCheck = Field(default_factory=ThinkStepCheck, description="How a step's yes/no becomes "
                                                                                    "a verdict.")
     min_clip_s: float = Field(1.0, ge=0.1, le=30.0, description="Shorter last windows are read from the song's "
                                                                 "end.")
     max_lyrics_chars: int = Field(2000, ge=0, description="Lyrics characters in the prompt.")
-    max_chord_changes: int = Field(32, ge=0, description="Chord changes in the prompt.")
+    max_chord_changes: int = Field(32, ge=0, description="Chords of one section's progression in the prompt.")
+    min_chord_s: float = Field(1.0, ge=0, description="Chords shorter than this are left out of the prompt.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="The checks every step passes "
+                             "(mfpipe.lint: tools cited, identities, ungrounded times): a flagged step is wrong "
+                             "(checked_by rules), so the rewrite repairs it once; `repair` is not used here.")
     max_caption_chars: int = Field(4000, ge=0, description="Characters of synthesize's rich caption in the prompt.")
 
     @model_validator(mode="after")
@@ -145,6 +157,7 @@ class Job:
     item: Item
     messages: list[dict[str, str]]  # system + song + task: every request of the chain starts with them
     steps: list[str] = field(default_factory=list)
+    kinds: list[str | None] = field(default_factory=list)  # observation | deduction per step (None: untagged)
     answer: str = ""  # as the LLM gave it (a letter for multiple choice)
     checks: list[Check] = field(default_factory=list)
     answer_problem: str | None = None
@@ -196,13 +209,10 @@ class ThinkStage(Stage):
     }
     config_model = ThinkConfig
     reads = {"audio": audio.AudioConfig, "llm": LlmConfig, "consistency": ConsistencyConfig}
+    services = ("llm",)  # the same server synthesize uses (started once per run, shared)
     summary = "MF-Think: LLM reasoning chains for challenging items, each step fact-checked (audio-LM + MIR)"
 
     # ------------------------------------------------------------ driver side
-    @classmethod
-    def open_services(cls, settings: StageSettings, services: Services) -> StageSettings:
-        # The same server synthesize uses (started once per run, shared).
-        return settings.replace_shared("llm", services.llm(cls.name, settings.shared["llm"]))
 
     @classmethod
     def banner_notes(cls, settings: StageSettings) -> list[str]:
@@ -225,7 +235,7 @@ class ThinkStage(Stage):
         self.window_s = self.shared.audio.window_s
         self.tolerance = self.shared.consistency
         self.prompt = load_prompt(self.cfg.prompt)
-        self.t = self.prompt.macros()
+        self.tagged = int(self.prompt.version.lstrip("v")) >= 2  # think.v2 on: observation / deduction steps
         self.lm = AudioLM.from_config(self.cfg)
         self.session = LlmSession(self.shared.llm)
         self.llm = self.session.llm
@@ -237,7 +247,8 @@ class ThinkStage(Stage):
                                          f"{yes_no.sha256[:12]}"),
             "think": {k: getattr(cfg, k) for k in ("max_chains_per_song", "select_audio_lm_wrong", "hard_skills",
                                                     "min_steps", "max_steps", "show_reference", "max_wrong_ratio",
-                                                    "rewrite_budget")},
+                                                    "max_unverifiable_ratio", "rewrite_budget")},
+            "gate": cfg.gate.checks,
             "step_check": cfg.step_check.model_dump(),
         }, sort_keys=True)
         self.model_refs = [ModelRef(role="llm", name=self.llm.model), self.lm.model_ref("step_checker")]
@@ -295,7 +306,8 @@ class ThinkStage(Stage):
             except audio.AudioError as exc:
                 return self.reject(row, exc.kind, exc.message)
         inputs = song_inputs(row, max_lyrics_chars=self.cfg.max_lyrics_chars, max_caption_windows=0,
-                             max_chord_changes=self.cfg.max_chord_changes)
+                             max_chord_changes=self.cfg.max_chord_changes, min_chord_s=self.cfg.min_chord_s,
+                             key_hedge_below=self.tolerance.key_hedge_below)
         caption_kept = (judged.get("caption") or {}).get("keep")
         if synth.get("caption") and caption_kept:
             text = synth["caption"]
@@ -340,46 +352,56 @@ class ThinkStage(Stage):
             reference = item.reference
             if item.options and item.reference in item.options:
                 reference = f"{'ABCDEFGH'[item.options.index(item.reference)]}. {item.reference}"
-        task = self.t.task_chain(item.question, item.options, reference, cfg.min_steps, cfg.max_steps)
-        messages = [{"role": "system", "content": str(self.t.system()).strip()},
-                    {"role": "user",
-                     "content": f"{self.t.song(song.facts, song.untrusted_json)}\n\n{str(task).strip()}"}]
+        prompt = self.prompt
+        task = prompt.call("task_chain", question=item.question, options=item.options, reference=reference,
+                           min_steps=cfg.min_steps, max_steps=cfg.max_steps)
+        song_block = prompt.call("song", facts=song.facts, untrusted_json=song.untrusted_json)
+        messages = [{"role": "system", "content": prompt.call("system")},
+                    {"role": "user", "content": f"{song_block}\n\n{task}"}]
         return Job(n, item, messages)
 
     # ------------------------------------------------------------ LLM
     async def draft(self, song: Song, job: Job) -> None:
-        model = chain_draft(self.cfg.min_steps, self.cfg.max_steps, len(job.item.options))
+        model = chain_draft(self.cfg.min_steps, self.cfg.max_steps, len(job.item.options), self.tagged)
         song.first_request = song.first_request or time.monotonic()
         result = await self.llm.structured(job.messages, model, name="chain")
         if self._failed(song, job, result, "draft"):
             return
-        job.steps = [clean(s) for s in result.value.steps if clean(s)]
+        steps = [_step(s) for s in result.value.steps]
+        job.steps = [text for text, _ in steps if text]
+        job.kinds = [kind for text, kind in steps if text]
         job.answer = clean(result.value.answer)
 
     async def rewrite(self, song: Song, job: Job) -> None:
         """One rewrite round: the flagged steps and reasons go back to the LLM; its fixes replace them."""
         wrong = [i for i, c in enumerate(job.checks) if c.verdict == "wrong"]
         flagged = [{"number": i + 1, "text": job.steps[i], "reason": job.checks[i].reason} for i in wrong]
-        before = json.dumps({"steps": job.steps, "answer": job.answer}, ensure_ascii=False)
-        task = self.t.task_fix(flagged, job.answer_problem, bool(job.item.options))
+        steps = [{"kind": k, "text": t} for k, t in zip(job.kinds, job.steps)] if self.tagged else job.steps
+        before = json.dumps({"steps": steps, "answer": job.answer}, ensure_ascii=False)
+        task = self.prompt.call("task_fix", flagged=flagged, answer_problem=job.answer_problem,
+                                has_options=bool(job.item.options))
         messages = [*job.messages, {"role": "assistant", "content": before},
-                    {"role": "user", "content": str(task).strip()}]
+                    {"role": "user", "content": task}]
         song.first_request = song.first_request or time.monotonic()
-        result = await self.llm.structured(messages, fix_draft(len(wrong), len(job.item.options)), name="chain_fix")
+        result = await self.llm.structured(messages, fix_draft(len(wrong), len(job.item.options), self.tagged),
+                                           name="chain_fix")
         if self._failed(song, job, result, f"rewrite {job.rewrites + 1}"):
             return
         self.apply_fix(job, result.value.fixes, result.value.answer)
 
     @staticmethod
-    def apply_fix(job: Job, fixes: list[str], answer: str) -> None:
-        """Replace the wrong steps, in order, by the fixes ("" deletes one); the chain is checked again."""
+    def apply_fix(job: Job, fixes: list[Any], answer: str) -> None:
+        """Replace the wrong steps, in order, by the fixes (a text, or {kind, text}; "" deletes one); the
+        chain is checked again."""
         wrong = [i for i, c in enumerate(job.checks) if c.verdict == "wrong"]
         if len(fixes) != len(wrong):
             raise ValueError(f"{len(fixes)} fixes for {len(wrong)} wrong steps")
-        steps = list(job.steps)
+        steps = list(zip(job.steps, job.kinds or [None] * len(job.steps)))
         for i, fix in zip(wrong, fixes):
-            steps[i] = clean(fix)
-        job.steps = [s for s in steps if s]
+            text, kind = _step(fix)
+            steps[i] = (text, kind or steps[i][1])
+        job.steps = [text for text, _ in steps if text]
+        job.kinds = [kind for text, kind in steps if text]
         job.answer = clean(answer)
         job.rewrites += 1
 
@@ -405,9 +427,10 @@ class ThinkStage(Stage):
             pending = [job for job in to_fix if not job.done]
 
     def check(self, songs: dict[int, Song], jobs: list[Job]) -> None:
-        """Verdicts for every step of every job: MIR where a step names a MIR fact, else the
-        audio-LM (one batched yes/no call for all of them). A text already judged for the
-        song keeps its verdict (rewrites re-check only what changed)."""
+        """Verdicts for every step of every job (`mfpipe.think.steps`): the checks' rules and MIR where
+        they settle a step, the audio-LM for what only listening can judge (one batched yes/no call for
+        all of them; a deduction is never heard). A text already judged for the song keeps its verdict
+        (rewrites re-check only what changed)."""
         from ..backends.audiolm import Query
 
         step_check = self.cfg.step_check
@@ -417,19 +440,20 @@ class ThinkStage(Stage):
         for job in jobs:
             song = songs[job.song]
             mir = measured(song.row)
-            for text in job.steps:
+            for text, kind in zip(job.steps, job.kinds or [None] * len(job.steps)):
                 key = (job.song, text)
                 if text in song.checked or key in asked:
                     continue
-                verdict = mir_check(text, mir, self.tolerance)
-                if verdict is not None:
+                verdict = judge_step(text, kind, mir, self.tolerance, self.cfg.gate.checks)
+                if not isinstance(verdict, Ask):
                     song.checked[text] = verdict
                     continue
                 windows[key] = windows_for([text], song.clips.spans, step_check.windows)
                 asked[key] = []
                 for w in windows[key]:
                     asked[key].append(len(queries))
-                    queries.append(Query(song.clips.clips[w], str(self.t.step(text))))
+                    queries.append(Query(song.clips.clips[w], self.prompt.call(
+                        "step", text=verdict.text, span=span_text(*song.clips.spans[w]))))
         answers = self.lm.yes_no(queries) if queries else []
         for (n, text), positions in asked.items():
             heard = hear([answers[p] for p in positions], windows[(n, text)], step_check.min_mass)
@@ -448,7 +472,12 @@ class ThinkStage(Stage):
                         f"{item.reference!r}")
             return None
         flags = check_answer(job.answer, measured(song.row), "answer", self.tolerance)
-        return "; ".join(f.message for f in flags) or None
+        if flags:
+            return "; ".join(f.message for f in flags)
+        if self.cfg.show_reference and self.tagged and not answer_matches(job.answer, item.reference):
+            return (f"it answers {job.answer!r}; the answer confirmed by listening is {item.reference!r}: give it "
+                    "word for word")
+        return None
 
     def apply_rule(self, song: Song, job: Job) -> str:
         """The MF-Think rule on the job's current verdicts; sets `chain` or `dropped` when it ends."""
@@ -468,6 +497,13 @@ class ThinkStage(Stage):
                            f"{limit}{self._first_wrong(job)}")
             return "drop"
         if action == "keep" and job.answer_problem is None:
+            share = unverifiable_share(job.kinds or [None] * len(verdicts), verdicts)
+            if share > self.cfg.max_unverifiable_ratio + 1e-9:
+                job.dropped = ("too_many_unverifiable_steps",
+                               f"{self._which(job)}: {draft}: {describe(verdicts)}; {100 * share:.0f}% of its "
+                               f"observations unverifiable, more than think.max_unverifiable_ratio "
+                               f"{100 * self.cfg.max_unverifiable_ratio:g}%: nothing confirmed them")
+                return "drop"
             job.chain = self.chain(job, rate)
             return "keep"
         if job.rewrites < self.cfg.rewrite_budget:
@@ -482,14 +518,19 @@ class ThinkStage(Stage):
 
     def chain(self, job: Job, rate: float) -> Chain:
         item = job.item
-        steps = [ChainStep(text=t, verdict=c.verdict, checked_by=c.checked_by, p_yes=c.p_yes, reason=c.reason or None)
-                 for t, c in zip(job.steps, job.checks)]
+        kinds = job.kinds or [None] * len(job.steps)
+        steps = [ChainStep(text=t, verdict=c.verdict, checked_by=c.checked_by, kind=k, p_yes=c.p_yes,
+                           reason=c.reason or None) for t, k, c in zip(job.steps, kinds, job.checks)]
+        # An open answer the chain gave word for word (or within a sentence) is written as the reference
+        # itself, so the accuracy reward's exact match can score it.
+        answer = item.reference if not item.options and answer_matches(job.answer, item.reference) \
+            else job.answer_text
         return Chain(
             qa_index=item.index, skill=item.skill, question=item.question, options=item.options,
-            selected_because=item.because, steps=steps, answer=job.answer_text, reference_answer=item.reference,
+            selected_because=item.because, steps=steps, answer=answer, reference_answer=item.reference,
             step_error_rate=rate, first_error_rate=job.first_error_rate if job.first_error_rate is not None else rate,
             action="kept" if job.rewrites == 0 else "rewritten", rewrites=job.rewrites,
-            text=render(job.steps, job.answer_text),
+            text=render(job.steps, answer),
         )
 
     @staticmethod
@@ -528,6 +569,13 @@ class ThinkStage(Stage):
                                        notes=notes),
         )
         return [record, *rejects]
+
+
+def _step(step: Any) -> tuple[str, str | None]:
+    """(text, kind) of a drafted step: a {kind, text} (think.v2) or a plain sentence (think.v1)."""
+    if isinstance(step, str):
+        return clean(step), None
+    return clean(step.text), step.kind
 
 
 def _skills_take_turns(items: list[Item]) -> list[Item]:

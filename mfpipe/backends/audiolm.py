@@ -51,6 +51,7 @@ from pydantic import Field
 
 from ..config import Section
 from ..devices import pick_device
+from ..gpumemory import CUDA_CONTEXT_GIB, GIB, GpuMemory, kv_bytes_per_token, weights_gib
 from . import refs
 
 SAMPLE_RATE = 16000
@@ -59,6 +60,11 @@ MAX_WINDOWS = 40  # ...and at most 40 of them (1200 s)
 # Below ~20 ms a clip gets zero audio tokens (see the module docstring); keep a margin.
 MIN_CLIP_S = 0.1
 DEFAULT_MODEL = "nvidia/music-flamingo-2601-hf"
+# For the plan's memory estimate: Qwen2.5-7B's KV bytes per token (28 layers x 4 KV heads x 128 x 2 x bf16),
+# used when the checkpoint's config is not readable, and what one batch row holds.
+QWEN25_7B_KV_BYTES = 2 * 28 * 4 * 128 * 2
+TOKENS_PER_ROW = 1200
+ACTIVATIONS_GIB = 1.5
 RANDOM_WEIGHTS_NOTE = ("random-weight stand-in model (cpu profile): the text is NOISE, "
                        "made only to exercise the pipeline")
 
@@ -79,6 +85,7 @@ class Query:
 class Answer:
     text: str | None
     error: str | None = None
+    token_ids: tuple[int, ...] | None = None  # the generated ids (padding and the prompt cut off)
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,17 @@ class AudioLMSettings(Section):
         "auto", description="Attention kernel; auto: flash-attention 2 on a GPU where it is installed, else sdpa.")
     device: str = Field("auto", description="Torch device; auto: cuda when the worker sees a GPU, else cpu.")
     generate_batch: int = Field(16, ge=1, description="Clips (30 s windows) per forward pass, across songs.")
+
+    def gpu_memory_estimate(self) -> GpuMemory | None:
+        """Weights (checkpoint index, else the published size) + the KV cache of one full batch (750 audio
+        tokens per window, the prompt and the answer: ~1,200 tokens a row) + activations + CUDA's own."""
+        weights = weights_gib(self.model)
+        if weights is None:
+            return None
+        kv = kv_bytes_per_token(self.model, QWEN25_7B_KV_BYTES) * self.generate_batch * TOKENS_PER_ROW / GIB
+        gib = weights.gib + kv + ACTIVATIONS_GIB + CUDA_CONTEXT_GIB
+        return GpuMemory(round(gib, 2), f"{weights.source} + KV cache and activations of {self.generate_batch} "
+                                        f"windows")
 
 
 # ---------------------------------------------------------------- windows ---
@@ -204,6 +222,8 @@ class AudioLM:
         return self
 
     def _attach(self, model: Any, processor: Any) -> None:
+        self.splits: list[tuple[int, str]] = []  # (batch size, error) of every batch that failed and was halved
+        self.generation_extra: dict[str, Any] = {}  # e.g. {"cache_implementation": "static"} (bench/caption.py)
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -247,7 +267,7 @@ class AudioLM:
 
         config = GenerationConfig(
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False, num_beams=1,
-            eos_token_id=self._eos_ids, pad_token_id=self._pad_id,
+            eos_token_id=self._eos_ids, pad_token_id=self._pad_id, **self.generation_extra,
         )
 
         def run(chunk: _Chunk) -> list[Answer]:
@@ -257,7 +277,8 @@ class AudioLM:
                 out = self.model.generate(**chunk.inputs, generation_config=config)
             new = out[:, chunk.inputs["input_ids"].shape[1]:]
             texts = self.processor.batch_decode(new, skip_special_tokens=True)
-            return [Answer(text=t.strip()) for t in texts]
+            return [Answer(text=t.strip(), token_ids=_generated_ids(row, self._pad_id, self._eos_ids))
+                    for t, row in zip(texts, new.tolist())]
 
         return self._map(queries, run, lambda msg: Answer(text=None, error=msg), batch_size)
 
@@ -348,8 +369,8 @@ class AudioLM:
         if len(audio) < MIN_CLIP_S * SAMPLE_RATE:
             return (f"clip of {len(audio) / SAMPLE_RATE:.3f} s is shorter than {MIN_CLIP_S} s: the model would "
                     "give it no audio tokens")
-        if len(audio) > WINDOW_S * SAMPLE_RATE + 1:
-            return f"clip of {len(audio) / SAMPLE_RATE:.1f} s is longer than one {WINDOW_S:g} s window"
+        if len(audio) > WINDOW_S * SAMPLE_RATE:  # one sample more is a second window of no audio tokens
+            return f"clip of {len(audio) / SAMPLE_RATE:.5f} s is longer than one {WINDOW_S:g} s window"
         if not np.isfinite(audio).all():
             return "clip has non-finite samples (NaN or Inf)"
         return None
@@ -374,7 +395,9 @@ class AudioLM:
             for i in indices
         ]
         audio = [np.asarray(queries[i].audio, dtype=np.float32) for i in indices]
-        inputs = self.processor(text=texts, audio=audio, sampling_rate=SAMPLE_RATE, padding_side="left")
+        # The log-mel features are computed where the model runs (torch's STFT on the GPU).
+        inputs = self.processor(text=texts, audio=audio, sampling_rate=SAMPLE_RATE, padding_side="left",
+                                device=str(self.device))
         inputs.pop("num_audio_tokens", None)
         return inputs.to(self.device, dtype=self.dtype)
 
@@ -404,9 +427,20 @@ class AudioLM:
             if len(indices) == 1:
                 return {indices[0]: failed(f"{type(exc).__name__}: {exc}"[:500])}
             log.warning("audio-LM batch of %d failed (%s); splitting it", len(indices), exc)
+            self.splits.append((len(indices), f"{type(exc).__name__}: {exc}"[:200]))
             mid = len(indices) // 2
             left = self._run_isolating(queries, indices[:mid], run, failed)
             return left | self._run_isolating(queries, indices[mid:], run, failed)
+
+    def first_step_logprobs(self, queries: Sequence[Query], *, batch_size: int | None = None) -> list[Any]:
+        """Log-probabilities of the first answer token over the whole vocabulary, one float32 array per query
+        (None where the query failed): how batched and one-at-a-time runs are compared to the last bit."""
+
+        def run(chunk: _Chunk) -> list[np.ndarray]:
+            p0, _ = self._first_steps(chunk.inputs, None)
+            return list(p0.clamp_min(1e-30).log().cpu().numpy())
+
+        return self._map(queries, run, lambda msg: None, batch_size)
 
     # ------------------------------------------------------------ judgements
     def _token_ids(self, text: str) -> list[int]:
@@ -476,6 +510,17 @@ class AudioLM:
 
 
 # ---------------------------------------------------------------- helpers ---
+
+
+def _generated_ids(row: list[int], pad_id: int | None, eos_ids: Any) -> tuple[int, ...]:
+    """A generated row up to (not including) its first end token, without right padding."""
+    ends = set(eos_ids if isinstance(eos_ids, (list, tuple)) else [eos_ids]) | {pad_id}
+    out = []
+    for token in row:
+        if token in ends:
+            break
+        out.append(int(token))
+    return tuple(out)
 
 
 def _pick_dtype(dtype: str, device) -> Any:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import openai
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from ..config import Section
@@ -50,6 +50,9 @@ T = TypeVar("T", bound=BaseModel)
 _CHARS_PER_TOKEN = 1.0
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _RETRY_STATUS = {408, 409, 429}
+EFFORTS = ("low", "medium", "high")
+# Reasoning tokens per effort on top of an answer's own budget (gpt-oss spends roughly this much).
+_REASONING_TOKENS = {"unset": 0, "low": 1024, "medium": 4096, "high": 12288}
 # Error classes that say the server failed, not the request: a stage defers the song (the runner
 # checks the server and pauses while it is down) instead of rejecting it.
 OUTAGE_ERRORS = frozenset({"connection", "timeout", "server_error", "not_found"})
@@ -66,6 +69,23 @@ class SamplingConfig(Section):
                             "one is used.")
     reasoning_effort: str | None = Field(None, description="gpt-oss and other reasoning models: low, medium or "
                                                            "high; None: not sent.")
+    reasoning_effort_by_part: dict[str, str] = Field(default_factory=dict, description="Reasoning effort per "
+                                                     "part, overriding reasoning_effort: caption, metadata, qa (or "
+                                                     "qa/<skill>), chain, chain_fix, ... (the name a stage gives "
+                                                     "each request).")
+    reasoning_tokens: dict[str, int] = Field(default_factory=lambda: dict(_REASONING_TOKENS), description="Tokens "
+                                             "a request may spend reasoning, per effort (low, medium, high; "
+                                             "'unset': when no effort is sent, for a model that reasons anyway, "
+                                             "like gpt-oss), added to the answer's schema-derived budget; "
+                                             "max_tokens still caps the sum.")
+
+    @field_validator("reasoning_effort_by_part")
+    @classmethod
+    def _efforts(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = {part: effort for part, effort in value.items() if effort not in EFFORTS}
+        if bad:
+            raise ValueError(f"reasoning efforts must be one of {', '.join(EFFORTS)}; got {bad}")
+        return value
     extra: dict[str, Any] = Field(default_factory=dict, description="Server-specific sampling parameters sent as "
                                   "they are (vLLM: repetition_penalty, min_p, top_k, ...).")
 
@@ -85,6 +105,8 @@ class LlmConfig(Section):
     backoff_s: float = Field(1.0, ge=0, description="First wait between retries; doubles per retry, with jitter.")
     backoff_max_s: float = Field(60.0, ge=0, description="Longest wait between retries.")
     repair: bool = Field(True, description="Send one repair request when an answer does not validate.")
+    retry_cut_off: bool = Field(True, description="A reasoning model's answer cut off at max_tokens is asked "
+                                "once more at low reasoning effort (the other parts of the song are kept).")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling parameters.")
     server: VllmServerConfig = Field(default_factory=VllmServerConfig,
                                      description="The server mfpipe starts when base_url is not set.")
@@ -101,6 +123,7 @@ class Result(Generic[T]):
     reasoning: str | None = None
     raw: str | None = None  # the last answer text the model gave
     usage: LlmUsage = field(default_factory=LlmUsage)
+    cut_off_retried: bool = False  # the answer was cut at max_tokens and asked again at low effort
 
     @property
     def ok(self) -> bool:
@@ -109,6 +132,10 @@ class Result(Generic[T]):
 
 class _Invalid(Exception):
     """The model answered, but not with something the schema accepts."""
+
+
+class _CutOff(_Invalid):
+    """The answer was cut at max_tokens (a reasoning model may have spent them thinking)."""
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -189,7 +216,9 @@ def _validation_summary(exc: ValidationError, limit: int = 6) -> str:
 class Llm:
     def __init__(self, *, base_url: str, model: str, api_key: str | None = None, concurrency: int = 8,
                  timeout_s: float = 120.0, max_retries: int = 3, backoff_s: float = 1.0,
-                 backoff_max_s: float = 30.0, repair: bool = True, sampling: dict[str, Any] | None = None):
+                 backoff_max_s: float = 30.0, repair: bool = True, sampling: dict[str, Any] | None = None,
+                 effort_by_part: dict[str, str] | None = None, reasoning_tokens: dict[str, int] | None = None,
+                 retry_cut_off: bool = True):
         self.base_url = base_url
         self.model = model
         self.concurrency = concurrency
@@ -199,6 +228,9 @@ class Llm:
         self.backoff_max_s = backoff_max_s
         self.repair = repair
         self.sampling = dict(sampling or {})
+        self.effort_by_part = dict(effort_by_part or {})
+        self.reasoning_tokens = {**_REASONING_TOKENS, **(reasoning_tokens or {})}
+        self.retry_cut_off = retry_cut_off
         # The SDK's own retries are off: tenacity does them (counted, slot released while waiting).
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY",
                                          timeout=timeout_s, max_retries=0)
@@ -221,12 +253,15 @@ class Llm:
         return cls(base_url=url, model=cfg.model, api_key=os.environ.get(cfg.api_key_env),
                    concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
                    backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s, repair=cfg.repair,
-                   sampling=sampling)
+                   sampling=sampling, effort_by_part=s.reasoning_effort_by_part,
+                   reasoning_tokens=s.reasoning_tokens, retry_cut_off=cfg.retry_cut_off)
 
     def settings(self) -> dict[str, Any]:
         """What decides the outputs, for provenance."""
         return {"endpoint": self.base_url, "model": self.model,
-                **{k: v for k, v in self.sampling.items() if v is not None}}
+                **{k: v for k, v in self.sampling.items() if v is not None},
+                **({"reasoning_effort_by_part": self.effort_by_part} if self.effort_by_part else {}),
+                "reasoning_tokens": self.reasoning_tokens}
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -234,19 +269,30 @@ class Llm:
     # ------------------------------------------------------------ public calls
     async def structured(self, messages: list[dict[str, str]], model: type[T], *, name: str | None = None,
                          max_tokens: int | None = None, **sampling: Any) -> Result[T]:
-        """One JSON answer that `model` validates, or the reason there is none."""
-        fmt, budget = self.structured_format(model, name=name, max_tokens=max_tokens)
+        """One JSON answer that `model` validates, or the reason there is none. `name` is the part
+        (caption, qa/temporal, chain, ...): it picks the reasoning effort (`effort_for`)."""
+        effort = sampling.pop("reasoning_effort", None) or self.effort_for(name)
+        fmt, budget = self.structured_format(model, name=name, max_tokens=max_tokens, effort=effort)
         result: Result[T] = Result()
         started = time.monotonic()
         conversation = list(messages)
         attempts = 2 if self.repair else 1
-        for attempt in range(attempts):
-            if attempt:
-                result.usage.repairs += 1
+        while attempts:
+            attempts -= 1
             try:
-                content, reasoning = await self._complete(conversation, result.usage, budget,
-                                                          response_format=fmt, **sampling)
-            except _Invalid as exc:  # cut at max_tokens or refused: nothing to parse
+                content, reasoning = await self._complete(conversation, result.usage, budget, response_format=fmt,
+                                                          reasoning_effort=effort, **sampling)
+            except _CutOff as exc:
+                if self._may_retry_lower(effort, result):
+                    # A reasoning model spent its budget thinking: once more at low effort (this part only).
+                    effort, result.cut_off_retried = "low", True
+                    budget = self.structured_format(model, name=name, max_tokens=max_tokens, effort=effort)[1]
+                    result.usage.repairs += 1
+                    attempts += 1
+                    continue
+                result.error, result.message, result.raw = "invalid_output", str(exc), None
+                break
+            except _Invalid as exc:  # refused: nothing to parse
                 result.error, result.message, result.raw = "invalid_output", str(exc), None
                 break
             except Exception as exc:  # noqa: BLE001 - transport failures end the request
@@ -260,18 +306,35 @@ class Llm:
                 break
             except ValidationError as exc:
                 result.error, result.message = "invalid_output", _validation_summary(exc)
+            if attempts:
+                result.usage.repairs += 1
             conversation = [*messages, {"role": "assistant", "content": content[:4000]},
                             {"role": "user", "content": _repair_note(result.message)}]
         result.usage.seconds = round(time.monotonic() - started, 3)
         return result
 
+    def effort_for(self, part: str | None) -> str | None:
+        """The reasoning effort of a part: its own (`qa/temporal`, else its kind `qa`), else the default."""
+        if part:
+            for key in (part, part.split("/", 1)[0], part.split("_", 1)[0]):
+                if key in self.effort_by_part:
+                    return self.effort_by_part[key]
+        return self.sampling.get("reasoning_effort")
+
+    def _may_retry_lower(self, effort: str | None, result: Result) -> bool:
+        """A cut-off answer is retried once at low effort, for a model that reasons (an effort is sent,
+        or it reasons unasked: reasoning_tokens['unset'] > 0)."""
+        reasons = effort is not None or self.reasoning_tokens.get("unset", 0) > 0
+        return self.retry_cut_off and reasons and effort != "low" and not result.cut_off_retried
+
     def structured_format(self, model: type[BaseModel], *, name: str | None = None,
-                          max_tokens: int | None = None) -> tuple[dict[str, Any], int]:
+                          max_tokens: int | None = None, effort: str | None = None) -> tuple[dict[str, Any], int]:
         """(response_format, max_tokens) that `structured` sends for this model."""
         schema = schema_for(model)
         fmt = {"type": "json_schema",
-               "json_schema": {"name": name or model.__name__, "schema": schema, "strict": True}}
-        return fmt, max_tokens or self._max_tokens(token_budget(schema))
+               "json_schema": {"name": (name or model.__name__).replace("/", "_"), "schema": schema,
+                               "strict": True}}
+        return fmt, max_tokens or self._max_tokens(token_budget(schema), effort)
 
     def request_params(self, **overrides: Any) -> dict[str, Any]:
         """The sampling parameters every request carries (besides messages and max_tokens)."""
@@ -297,12 +360,13 @@ class Llm:
         return result
 
     # ------------------------------------------------------------ internals
-    def _max_tokens(self, derived: int | None) -> int:
+    def _max_tokens(self, derived: int | None, effort: str | None = None) -> int:
+        """The answer's own budget plus what the model may spend reasoning at this effort (reasoning
+        tokens count against max_tokens, whether an effort is sent or not), capped by max_tokens."""
         ceiling = int(self.sampling.get("max_tokens") or 4096)
-        # Reasoning tokens count against max_tokens: a reasoning model gets the whole ceiling.
-        if derived is None or self.sampling.get("reasoning_effort"):
+        if derived is None:
             return ceiling
-        return min(ceiling, derived)
+        return min(ceiling, derived + int(self.reasoning_tokens.get(effort or "unset", 0)))
 
     @contextlib.asynccontextmanager
     async def _slot(self):
@@ -375,7 +439,7 @@ def _answer(response: Any) -> tuple[str, str | None]:
         content = _THINK.sub("", content).strip()
         reasoning = "\n".join(filter(None, [reasoning, *(t.strip() for t in thoughts)]))
     if choice.finish_reason == "length":
-        raise _Invalid(f"the answer was cut at max_tokens ({len(content)} characters so far)")
+        raise _CutOff(f"the answer was cut at max_tokens ({len(content)} characters so far)")
     return content, reasoning or None
 
 

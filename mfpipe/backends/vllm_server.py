@@ -43,6 +43,7 @@ from pydantic import Field
 
 from .. import localmodels
 from ..config import Section
+from ..gpumemory import CUDA_CONTEXT_GIB, GpuMemory, weights_gib
 
 # Runs in vLLM's Python: ask the kernel for SIGTERM when the parent dies, make sure the
 # parent is still the one that started us, then run the OpenAI-compatible API server.
@@ -78,8 +79,24 @@ class VllmServerConfig(Section):
     min_gpus: float = Field(0.5, gt=0, le=1, description="The least share of one GPU the run's plan may give the "
                             "server when a stage that needs it also needs a GPU of its own (think on a one-GPU "
                             "box); its memory fraction follows the share.")
-    memory_per_share: float = Field(0.92, gt=0, le=1, description="--gpu-memory-utilization = the server's GPU "
-                                    "share x this (the rest is left for CUDA's own overhead).")
+    memory_per_share: float = Field(0.92, gt=0, le=1, description="--gpu-memory-utilization on GPUs the server "
+                                    "holds whole; on a shared GPU with unknown memory: its share x this.")
+    weights_gb: float | None = Field(None, gt=0, description="GiB of the served model's weights (all GPUs "
+                                     "together); None: read from its checkpoint index, else the published size of "
+                                     "a known model.")
+    min_kv_cache_gb: float = Field(4.0, ge=0, description="The least KV cache per GPU worth serving with: the "
+                                   "plan refuses a share that leaves less beside the weights.")
+
+    def memory_need(self, served: str) -> GpuMemory | None:
+        """GPU memory the server needs per GPU: weights / tensor-parallel size + the least KV cache + CUDA's
+        own; None when the weights' size is unknown."""
+        model = self.local_model and f"prepared:{self.local_model}" or self.model or served
+        weights = GpuMemory(self.weights_gb, "llm.server.weights_gb") if self.weights_gb else weights_gib(model)
+        if weights is None:
+            return None
+        tp = tensor_parallel_size(self.args)
+        gib = weights.gib / tp + self.min_kv_cache_gb + CUDA_CONTEXT_GIB
+        return GpuMemory(round(gib, 2), f"{weights.source} / TP {tp} + {self.min_kv_cache_gb:g} GiB KV cache")
 
 
 class ServerStartError(RuntimeError):
@@ -103,6 +120,11 @@ def resolve_python(spec: str) -> Path:
         if (base / path).exists():
             return Path(os.path.abspath(base / path))
     return Path(os.path.abspath(project_root() / path))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach an address the server binds."""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def free_port(host: str) -> int:
@@ -130,8 +152,10 @@ class VllmServer:
 
     def __init__(self, *, python: str | Path, model: str, served_name: str, host: str = "127.0.0.1",
                  port: int | None = None, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 startup_timeout_s: float = 900.0, stop_timeout_s: float = 30.0, log_file: str | None = None):
+                 startup_timeout_s: float = 900.0, stop_timeout_s: float = 30.0, log_file: str | None = None,
+                 api_key: str | None = None):
         self.python = resolve_python(str(python))
+        self.api_key = api_key  # handed to the server as VLLM_API_KEY: never on its command line
         self.model = model
         self.served_name = served_name
         self.host = host
@@ -147,8 +171,8 @@ class VllmServer:
         self._keeper: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, llm: LlmConfig, *, host: str | None = None,
-                    args: list[str] | None = None) -> VllmServer:
+    def from_config(cls, llm: LlmConfig, *, host: str | None = None, args: list[str] | None = None,
+                    api_key: str | None = None) -> VllmServer:
         """From an `LlmConfig`: serve `server.local_model` (built by `mfpipe models prepare`),
         else `server.model`, else `llm.model`, under the name requests use (`llm.model`).
         `host` and `args` override the configured ones (the run's plan sets the memory fraction)."""
@@ -164,7 +188,7 @@ class VllmServer:
         return cls(python=server.python, model=model, served_name=llm.model, host=host or server.host,
                    port=server.port, args=server.args if args is None else args, env=server.env,
                    startup_timeout_s=server.startup_timeout_s, stop_timeout_s=server.stop_timeout_s,
-                   log_file=server.log_file)
+                   log_file=server.log_file, api_key=api_key)
 
     # ------------------------------------------------------------ facts
     @property
@@ -197,6 +221,13 @@ class VllmServer:
                                    f"scripts/install.sh makes .venv-vllm, or set llm.base_url")
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(self.env)
+        env.pop("VLLM_API_KEY", None)
+        if self.api_key:
+            env["VLLM_API_KEY"] = self.api_key
+        elif not is_loopback(self.host):
+            raise ServerStartError(f"a vLLM server bound to {self.host} can be reached from other hosts: it needs "
+                                   "an API key (mfpipe makes one per run; set llm.api_key_env's variable to choose "
+                                   "it)")
         if env.get("VLLM_CPU_OMP_THREADS_BIND") == "all":
             # vLLM CPU's own "auto" binds one thread per physical core and keeps one core for
             # its scheduler: on a 2-core box that is a single core. "all": every core we may use.
@@ -247,10 +278,11 @@ class VllmServer:
                                f"log {self.log_path}:\n{self.log_tail()}")
 
     def _ready(self, http: httpx.Client) -> bool:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             if http.get(f"{self.root_url}/health").status_code != 200:
                 return False
-            listed = http.get(f"{self.root_url}/v1/models").json()
+            listed = http.get(f"{self.root_url}/v1/models", headers=headers).json()
         except (httpx.HTTPError, ValueError):
             return False
         return any(m.get("id") == self.served_name for m in listed.get("data", []))

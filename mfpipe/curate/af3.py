@@ -18,23 +18,39 @@ One JSON file per table, a list of entries:
 The files are written next to the Parquet shards of the current export
 (`OUT/export/af3/`), so they always belong to one export version; they are
 streamed (bounded memory) under a temporary name and renamed when complete.
+
+`sound` is song_id-based, `audio/<song_id><ext>` (relative to the JSON), so it is
+unique and stable: two files named `vocals.wav` in different folders stay two
+sounds, and a trainer that keys audio by file name cannot mix them up. The audio
+goes beside the JSON as `af3/audio/<song_id><ext>` (`audio`): a symbolic link to
+the source (`link`, the default; a copy where the source or the JSON folder is
+remote), a copy of the file (`copy`), or nothing (`none`: `af3/sounds.tsv` lists
+each sound with its source, for the curator to place).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from ..audio import local_path
 
 SOUND = "<sound>"
 CHOICE_HEADER = "Choose the correct option from the following options:"
 LETTERS = "ABCDEF"
-COLUMNS = ["id", "question", "options", "answer", "song"]
+COLUMNS = ["id", "song_id", "question", "options", "answer", "song"]
+AUDIO_DIR = "audio"
+AUDIO_MODES = ("link", "copy", "none")
 
 
 def question_text(question: str, options: list[str]) -> str:
@@ -53,10 +69,15 @@ def split_question(text: str) -> tuple[str, list[str]]:
     return question, options
 
 
-def _sound(source: str, prefix: tuple[str, str] | None) -> str:
-    if prefix and source.startswith(prefix[0]):
-        return prefix[1] + source[len(prefix[0]):]
-    return source
+def sound_path(song_id: str, source: str) -> str:
+    """The song's `sound`, relative to the JSON: song_id-based, so unique and stable."""
+    return f"{AUDIO_DIR}/{song_id}{Path(source).suffix.lower()}"
+
+
+def _sound(path: str, prefix: tuple[str, str] | None) -> str:
+    if prefix and path.startswith(prefix[0]):
+        return prefix[1] + path[len(prefix[0]):]
+    return path
 
 
 def entry(row: dict[str, Any], table: str, *, think_instruction: str = "",
@@ -66,7 +87,8 @@ def entry(row: dict[str, Any], table: str, *, think_instruction: str = "",
     if table == "mf_think" and think_instruction:
         human = f"{human}\n{think_instruction.strip()}"
     answer = row["text"] if table == "mf_think" else row["answer"]
-    return {"id": row["id"], "sound": _sound(song["source"], prefix), "duration": song.get("duration_s"),
+    sound = _sound(sound_path(row["song_id"], song["source"]), prefix)
+    return {"id": row["id"], "sound": sound, "duration": song.get("duration_s"),
             "conversations": [{"from": "human", "value": f"{SOUND}\n{human}"}, {"from": "gpt", "value": answer}]}
 
 
@@ -78,14 +100,44 @@ def _rows(store, folder: str, table: str) -> Iterator[dict[str, Any]]:
             yield from batch.to_pylist()
 
 
+def place_audio(fs, dest: str, song_id: str, source: str, mode: str) -> int:
+    """Put one song's audio at <dest>/audio/<song_id><ext> (link or copy); its size in bytes (0: none).
+    Raises OSError when the source is gone."""
+    if mode == "none":
+        return 0
+    final = f"{dest}/{sound_path(song_id, source)}"
+    src_fs, src_path = fsspec.core.url_to_fs(source)
+    size = src_fs.size(src_path)
+    if mode == "link" and isinstance(fs, LocalFileSystem) and isinstance(src_fs, LocalFileSystem):
+        target = os.path.abspath(local_path(source))
+        if not (os.path.islink(final) and os.readlink(final) == target):
+            tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+            os.symlink(target, tmp)
+            os.replace(tmp, final)  # atomic; a rerun replaces a stale link
+        return size
+    if fs.exists(final) and not fs.islink(final) and fs.size(final) == size:
+        return size  # copied by an earlier run
+    tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+    with src_fs.open(src_path, "rb") as src, fs.open(tmp, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+    fs.mv(tmp, final)
+    return size
+
+
 def write(store, root: str, dest: str | None = None, *, think_instruction: str = "",
-          prefix: tuple[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Write <dest>/<table>.json for both tables of the export at `root`; returns path and count per table."""
+          prefix: tuple[str, str] | None = None, audio: str = "link") -> dict[str, dict[str, Any]]:
+    """Write <dest>/<table>.json for both tables of the export at `root`, and the songs' audio beside them
+    (`audio`: link, copy or none); returns path and count per table, and what `audio` placed."""
     from .export import TABLES
 
+    if audio not in AUDIO_MODES:
+        raise ValueError(f"audio must be one of {', '.join(AUDIO_MODES)}, got {audio!r}")
     dest = dest or f"{root}/af3"
-    store.fs.makedirs(dest, exist_ok=True)
-    out = {}
+    store.fs.makedirs(f"{dest}/{AUDIO_DIR}", exist_ok=True)
+    placed: dict[str, str] = {}  # song_id -> sound (one entry per song: small beside the rows)
+    audio_bytes = 0
+    missing: list[dict[str, str]] = []
+    out: dict[str, dict[str, Any]] = {}
     for table in TABLES:
         final = f"{dest}/{table}.json"
         tmp = f"{dest}/.tmp-{uuid.uuid4().hex[:8]}-{table}.json"
@@ -93,6 +145,13 @@ def write(store, root: str, dest: str | None = None, *, think_instruction: str =
         with store.fs.open(tmp, "w", encoding="utf-8") as fh:
             fh.write("[")
             for row in _rows(store, f"{root}/{table}", table):
+                if row["song_id"] not in placed:
+                    placed[row["song_id"]] = row["song"]["source"]
+                    try:
+                        audio_bytes += place_audio(store.fs, dest, row["song_id"], row["song"]["source"], audio)
+                    except OSError as exc:  # moved or deleted since ingest: the JSON still names it
+                        missing.append({"song_id": row["song_id"], "source": row["song"]["source"],
+                                        "error": f"{type(exc).__name__}: {exc}"})
                 fh.write(",\n" if count else "\n")
                 fh.write(json.dumps(entry(row, table, think_instruction=think_instruction, prefix=prefix),
                                     ensure_ascii=False))
@@ -100,6 +159,10 @@ def write(store, root: str, dest: str | None = None, *, think_instruction: str =
             fh.write("\n]\n")
         store.fs.mv(tmp, final)
         out[table] = {"path": final, "entries": count}
+    sounds = "".join(f"{sound_path(sid, src)}\t{src}\n" for sid, src in sorted(placed.items()))
+    store.fs.pipe_file(f"{dest}/sounds.tsv", f"sound\tsource\n{sounds}".encode())
+    out["audio"] = {"path": f"{dest}/{AUDIO_DIR}", "mode": audio, "songs": len(placed), "bytes": audio_bytes,
+                    "missing": missing}
     return out
 
 

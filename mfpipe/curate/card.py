@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..lintfiles import gate_counts
+from ..review import sections as review_sections
 from . import facts as folder_facts
+from .audio_export import audio_configs, training_formats
 
 SKILL_TITLES = {
     "caption": "rich caption",
@@ -38,7 +41,8 @@ def _cell(value: Any) -> str:
 
 
 def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[dict[str, Any]],
-           prov: folder_facts.ProvenanceSummary, licences: list[dict[str, str]]) -> str:
+           prov: folder_facts.ProvenanceSummary, licences: list[dict[str, str]],
+           gates: dict[str, Any] | None = None) -> str:
     tables = manifest["tables"]
     items = manifest["items"]
     think = manifest["think_chains"]
@@ -80,6 +84,12 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
     if manifest.get("filter_drop_reasons"):
         out.append("\nWhy the filter dropped items (most frequent reasons):\n\n")
         out.append(_table(["reason", "items"], [[r, n] for r, n in manifest["filter_drop_reasons"].items()]))
+    out.append(review_sections.card(manifest.get("reviews"), _table))  # people's decisions (mfpipe review)
+    if gates:
+        out.append("\nItems synthesize's checks flagged (`mfpipe check`: repaired by one repair request, or "
+                   "dropped):\n\n")
+        out.append(_table(["check", "repaired", "dropped"],
+                          [[c, n.get("repaired", 0), n.get("dropped", 0)] for c, n in sorted(gates.items())]))
     out.append("\n## MF-Think chains\n\n")
     out.append(_table(["songs with chains", "items considered", "kept", "rewritten", "dropped (too many wrong steps)",
                        "left out (older than the text)"],
@@ -92,6 +102,7 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
                "so rows plus rejects count every song once. `retryable`: a rerun tries them again.\n\n")
     out.append(_table(["stage", "error", "rejects", "retryable", "example"],
                       [[r["stage"], r["error"], r["count"], r["retryable"], r["example"][:160]] for r in rejects]))
+    out += _screening(manifest.get("screening"))
     out.append("\n## Models\n\n")
     out.append(_table(["stage", "role", "model", "revision", "random weights", "rows"],
                       [[m["stage"], m["role"], m["name"], m["revision"] or "",
@@ -109,13 +120,40 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
                "The strictest ones decide: the data is for **non-commercial research use** whenever a "
                "non-commercial or share-alike entry is listed.\n\n")
     out.append(_table(["what", "licence", "used by"], [[e["what"], e["licence"], e["from"]] for e in licences]))
-    out.append("\nThe audio itself is not part of the export (rows point at it by `song.source`): its own "
-               "licence is the curator's to check.\n")
+    out.append("\nThe audio itself is not part of the Parquet tables (rows point at it by `song.source`); the "
+               "training formats below, when written, hold it: its own licence is the curator's to check.\n")
     out.append("\n## Schema\n\n")
     for name, info in tables.items():
         out.append(f"`{name}`:\n\n```\n" + "\n".join(info["schema"]) + "\n```\n\n")
+    out.append(training_formats(manifest))
     out.append(_loading())
     return "".join(out)
+
+
+def _screening(screening: dict[str, Any] | None) -> list[str]:
+    """Near-duplicate groups and evaluation contamination (mfpipe.screening.summary)."""
+    if not screening:
+        return []
+    dups, contam = screening["near_duplicates"], screening["contamination"]
+    out = ["\n## Near-duplicates and evaluation contamination\n\n",
+           "Ingest fingerprints every song (Chromaprint). Copies of one recording count once: the kept copy is "
+           "the best by the keep order (lossless, bitrate, length, first seen); the others are left out. Songs "
+           "that contain a clip of an excluded evaluation set are left out. A song left out after it was "
+           "processed keeps its rows but is not exported.\n\n",
+           f"Groups of near-duplicates: {dups['groups']}; copies left out: {dups['left_out']}; songs left out for "
+           f"evaluation audio: {contam['left_out']}.\n\n"]
+    if dups["table"]:
+        out.append(_table(["kept", "copies left out", "largest bit-error rate"],
+                          [[g["kept"] + (" (itself left out: evaluation audio)" if g["kept_left_out"] else ""),
+                            "; ".join(g["copies"]), g["max_ber"]] for g in dups["table"]]))
+    out.append("\nEvaluation sets excluded (`ingest.exclude`):\n\n")
+    out.append(_table(["set", "clips", "clips unreadable", "songs left out"],
+                      [[e["set"], e["clips"], e["unreadable"], e["songs"]] for e in contam["sets"]]))
+    if contam["table"]:
+        out.append("\n")
+        out.append(_table(["song", "contains clip", "of set", "at (s)", "bit-error rate"],
+                          [[c["song"], c["clip"], c["set"], c["start_s"], c["ber"]] for c in contam["table"]]))
+    return out
 
 
 def _front_matter(manifest: dict[str, Any], licences: list[dict[str, str]]) -> str:
@@ -126,6 +164,7 @@ def _front_matter(manifest: dict[str, Any], licences: list[dict[str, str]]) -> s
              "- mfpipe", "configs:"]
     for name in manifest["tables"]:
         lines += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/*.parquet"]
+    lines += audio_configs(manifest)
     lines.append("---\n\n")
     return "\n".join(lines)
 
@@ -171,6 +210,7 @@ CARD = "README.md"
 def write_card(store, root: str, manifest: dict[str, Any]) -> str:
     stage_rows = folder_facts.stage_rows(store)
     prov = folder_facts.provenance_summary(store)
-    text = render(manifest, stage_rows, folder_facts.reject_summary(store), prov, folder_facts.licences(prov))
+    text = render(manifest, stage_rows, folder_facts.reject_summary(store), prov, folder_facts.licences(prov),
+                  gate_counts(store))
     store.fs.pipe_file(f"{root}/{CARD}", text.encode())
     return text

@@ -5,6 +5,12 @@ What goes in:
   the quality filter kept, one row each, with the song's metadata, MIR facts,
   the filter's judgement and the provenance of every stage output behind it.
 - MF-Think (`mf_think/`): every chain of `OUT/think/` that was kept or rewritten.
+- Songs ingest left out of the corpus are never exported: a copy of a recording
+  that is not the kept one, a song that holds an evaluation clip
+  (`mfpipe.screening`; the card lists the groups and contaminations).
+- People's decisions (`mfpipe review`, `OUT/reviews/`) come last: a drop removes
+  an item, an edit replaces its text, a keep or edit brings back an item the
+  filter left out; provenance says so (`mfpipe.review.honour`).
 
 When parts are missing (decided here, stated in the card):
 - the filter never ran on this output (`OUT/filter/` is empty): the synthesize
@@ -42,18 +48,22 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from .. import screening
 from ..config import Section
+from ..review.honour import ReviewLedger
 from ..schemas import Provenance, RunInfo, arrow_schema, utc_now
 from ..schemas.export import SkillsRow, ThinkRow
 from ..schemas.synthesize import SKILLS
 from ..songfacts import chord_changes, meter_text
 from ..store import OutputStore
+
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
 class ExportSettings(Section):
@@ -69,6 +79,31 @@ class ExportSettings(Section):
     caption_prompt: str = Field("export_caption", description="The instruction a caption answers (prompts/).")
     think_prompt: str = Field("export_think", description="AF3 JSON: what MF-Think questions add to ask for "
                                                           "<think>/<answer>.")
+    # Training exports with the audio inside (mfpipe.curate.audio_export); --audio / --codec set the first two.
+    audio: Literal["full", "windows"] = Field("full", description="hf-audio / webdataset / lhotse-shar: one sample "
+                                              "per song (full: the analysed span, at most 20 min) or per 30 s "
+                                              "window Music Flamingo reads (windows).")
+    audio_codec: Literal["flac", "opus"] = Field("flac", description="How the exported audio is encoded "
+                                                 "(libsndfile): flac (lossless, 16-bit) or opus (Ogg Opus).")
+    audio_sample_rate: int = Field(16000, ge=8000, le=192000, description="Sample rate of the exported audio "
+                                   "(mono); 16000 is what Music Flamingo reads. Opus: 8, 12, 16, 24 or 48 kHz.")
+    pad_last_window: bool = Field(True, description="windows: the song's last window is padded with silence to "
+                                  "the full window length, as the model pads it (its real length is `audio_s`).")
+    audio_shard_max_mb: float = Field(1024.0, gt=0, description="A training-export shard is closed once it holds "
+                                      "this much (a song's samples never straddle two shards).")
+    audio_workers: int = Field(2, ge=1, le=64, description="Songs decoded and encoded at once (threads; memory "
+                                "grows by one song's audio per worker).")
+    af3_audio: Literal["link", "copy", "none"] = Field("link", description="AF3 JSON: put each song's audio "
+                                                       "beside the JSON as af3/audio/<song_id>.<ext>: a symbolic "
+                                                       "link to the source (link; a copy where either side is "
+                                                       "remote), a copy (copy), or nothing (none).")
+
+    @model_validator(mode="after")
+    def _opus_rate(self) -> ExportSettings:
+        if self.audio_codec == "opus" and self.audio_sample_rate not in OPUS_RATES:
+            raise ValueError(f"opus encodes only at {', '.join(map(str, OPUS_RATES))} Hz, not "
+                             f"export.audio_sample_rate={self.audio_sample_rate}")
+        return self
 
 
 EXPORT = "export"
@@ -201,6 +236,7 @@ class Builder:
     tally: Tally = field(default_factory=Tally)
     metadata: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # song_id → metadata
     synth_provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reviews: ReviewLedger = field(default_factory=lambda: ReviewLedger([]))  # people's decisions (mfpipe review)
 
     def skills_rows(self, synth: dict[str, Any]) -> list[dict[str, Any]]:
         """The exported rows of one synthesize record (counting what is left out)."""
@@ -213,7 +249,7 @@ class Builder:
                   for i, qa in enumerate(synth.get("qa") or [])]
         for _, skill, *_ in items:
             self.tally.generated[skill] += 1
-        judgements = self._judgements(synth, items)
+        judgements = self.reviews.judge(sid, items, self._judgements(synth, items))
         song = self.lookups.song(sid, synth["source"], synth.get("metadata"))
         provenance = [self.export_provenance, synth["provenance"]]
         if self.lookups.filter is not None and sid in self.lookups.filter:
@@ -233,6 +269,7 @@ class Builder:
                 "answer": answer, "answer_words": len(answer.split()), "quality": quality, "song": song,
                 "provenance": provenance,
             })
+        rows = self.reviews.apply(rows)
         if rows:
             if sid not in self.tally.songs_exported and (song.get("mir") or {}).get("sections"):
                 self.tally.songs_with_form += 1
@@ -292,7 +329,6 @@ class Builder:
             self.tally.think_actions[chain["action"]] += 1
             if chain["action"] not in KEPT_ACTIONS:
                 continue
-            self.tally.think_by_skill[chain["skill"]] += 1
             ref = chain["qa_index"] if chain.get("qa_index") is not None else f"c{n}"
             rows.append({
                 "id": f"{sid}:think:{ref}", "song_id": sid, "skill": chain["skill"], "question": chain["question"],
@@ -303,6 +339,8 @@ class Builder:
                 "selected_because": chain["selected_because"], "qa_index": chain.get("qa_index"),
                 "song": song, "provenance": provenance,
             })
+        rows = self.reviews.apply(rows, "mf_think")
+        self.tally.think_by_skill.update(r["skill"] for r in rows)
         if rows:
             self.tally.songs_exported.add(sid)
         return rows
@@ -358,20 +396,24 @@ def build(store: OutputStore, cfg: ExportSettings, run: RunInfo,
     prompt = load_prompt(cfg.caption_prompt)
     settings = {"allow_unfiltered": cfg.allow_unfiltered, "shard_max_rows": cfg.shard_max_rows,
                 "shard_max_mb": cfg.shard_max_mb}
-    builder = Builder(Lookups.load(store), export_provenance(run, prompt, settings), prompt.text.strip())
+    provenance = export_provenance(run, prompt, settings)
+    builder = Builder(Lookups.load(store), provenance, prompt.text.strip(),
+                      reviews=ReviewLedger.load(store, provenance))
     version = run.run_id
     root = store.join(VERSIONS, version)
     total = store.count_rows(store.shards(store.stage_dir("synthesize")))
     progress(EXPORT, "start", total)
 
+    left_out = screening.left_out(store)  # copies that are not kept, songs holding evaluation audio
+
     def skills_batches() -> Iterator[list[dict[str, Any]]]:
         for batch in _records(store, "synthesize"):
-            yield [r for rec in batch for r in builder.skills_rows(rec)]
+            yield [r for rec in batch if rec["song_id"] not in left_out for r in builder.skills_rows(rec)]
             progress(EXPORT, "advance", len(batch))
 
     def think_batches() -> Iterator[list[dict[str, Any]]]:
         for batch in _records(store, "think"):
-            yield [r for rec in batch for r in builder.think_rows(rec)]
+            yield [r for rec in batch if rec["song_id"] not in left_out for r in builder.think_rows(rec)]
 
     tables: dict[str, Any] = {}
     for name, batches in (("mf_skills", skills_batches()), ("mf_think", think_batches())):
@@ -379,6 +421,8 @@ def build(store: OutputStore, cfg: ExportSettings, run: RunInfo,
                                    cfg.shard_max_rows, cfg.shard_max_mb)
         tables[name] = {"rows": rows, "files": files}
     manifest = _manifest(run, builder.tally, tables, has_filter, store.has_output("think"), settings)
+    manifest["reviews"] = builder.reviews.manifest(store)
+    manifest["screening"] = screening.summary(store)
     store.fs.pipe_file(f"{root}/{MANIFEST}", json.dumps(manifest, indent=2, default=str).encode())
     write_card(store, root, manifest)
     make_current(store, version)

@@ -40,6 +40,7 @@ LICENCES: tuple[tuple[str, str, str], ...] = (
     ("chordino", "Chordino / NNLS-Chroma Vamp plugin (chords)", "GPL-2.0-or-later"),
     ("nnls-chroma", "Chordino / NNLS-Chroma Vamp plugin (chords)", "GPL-2.0-or-later"),
     ("libsndfile", "libsndfile (decoding)", "LGPL-2.1-or-later"),
+    ("chromaprint", "Chromaprint (audio fingerprints)", "MIT (its bundled resampler: LGPL-2.1-or-later)"),
     ("nemo", "NVIDIA NeMo", "Apache-2.0"),
     ("htdemucs", "Demucs (htdemucs) vocal separation", "MIT"),
     ("demucs", "Demucs (htdemucs) vocal separation", "MIT"),

@@ -18,6 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .. import screening
+from ..review import agreement as review_agreement
+from ..review import sections as review_sections
 from . import facts as folder_facts
 from .export import MANIFEST, current_root
 
@@ -78,6 +81,8 @@ def gather(store) -> dict[str, Any]:
         "rejects": folder_facts.reject_summary(store),
         "stage_rows": folder_facts.stage_rows(store),
         "manifest": manifest, "provenance": prov, "licences": folder_facts.licences(prov),
+        "reviews": review_agreement.overview(store),  # people's decisions and the filter against them
+        "screening": screening.summary(store),  # near-duplicate groups, evaluation contamination
     }
 
 
@@ -328,10 +333,12 @@ def render(data: dict[str, Any], title: str) -> str:
                                                  for k, v in stats) + "</div>")
     parts.append('<h2>Music</h2><div class="grid">' + "".join(plots[:5]) + "</div>")
     parts.append('<h2>Items and quality</h2><div class="grid">' + "".join(plots[5:]) + "</div>")
+    parts.append(review_sections.report(data.get("reviews"), _table))
     parts.append("<h2>Stages</h2>" + _table(["stage", "rows"], [[k, v] for k, v in data["stage_rows"].items()], {1}))
     parts.append("<h2>Rejects</h2>" + _table(["stage", "error", "rejects", "retryable", "example"],
                                              [[r["stage"], r["error"], r["count"], r["retryable"],
                                                r["example"][:160]] for r in data["rejects"]], {2, 3}))
+    parts.append(_screening(data.get("screening")))
     parts.append("<h2>Models</h2>" + _table(["stage", "role", "model", "random weights", "rows"],
                                             [[m["stage"], m["role"], m["name"], "yes" if m["random_weights"] else "no",
                                               m["rows"]] for m in prov.models], {4}))
@@ -341,6 +348,23 @@ def render(data: dict[str, Any], title: str) -> str:
     parts.append("<footer>Self-contained page: plots are inline SVG (matplotlib), nothing is fetched.</footer>")
     parts.append("</main></body></html>")
     return "".join(parts)
+
+
+def _screening(screening: dict[str, Any] | None) -> str:
+    """Near-duplicate groups (what was kept) and contaminations per excluded evaluation set."""
+    if not screening:
+        return ""
+    dups, contam = screening["near_duplicates"], screening["contamination"]
+    groups = _table(["kept", "copies left out", "largest bit-error rate"],
+                    [[g["kept"] + (" (itself left out: evaluation audio)" if g["kept_left_out"] else ""),
+                      "; ".join(g["copies"]), g["max_ber"]] for g in dups["table"]], {2})
+    sets = _table(["excluded set", "clips", "clips unreadable", "songs left out"],
+                  [[e["set"], e["clips"], e["unreadable"], e["songs"]] for e in contam["sets"]], {1, 2, 3})
+    songs = _table(["song", "contains clip", "of set", "at (s)", "bit-error rate"],
+                   [[c["song"], c["clip"], c["set"], c["start_s"], c["ber"]] for c in contam["table"]], {3, 4})
+    return (f'<h2>Near-duplicates</h2><p>{dups["groups"]} group(s); {dups["left_out"]} copies left out, one '
+            f'recording counted once.</p>{groups}<h2>Evaluation contamination</h2><p>{contam["left_out"]} '
+            f"song(s) left out for holding a clip of an excluded evaluation set.</p>{sets}{songs}")
 
 
 def write_report(output: str, dest: str | None = None) -> str:

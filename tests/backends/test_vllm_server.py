@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mfpipe.backends.vllm_server import ServerStartError, VllmServer, resolve_python, with_flag
-from mfpipe.pipeline.services import Services
+from mfpipe.pipeline.llm_service import LlmService
 from support.llm_data import cpu_config
 
 
@@ -40,7 +40,7 @@ def test_a_local_model_that_is_not_built_is_a_clear_error(monkeypatch, tmp_path)
 
 def test_an_unreachable_base_url_is_a_clear_error_before_anything_starts():
     config = cpu_config("llm.base_url=http://127.0.0.1:9/v1")
-    problem = Services().check_llm(config.llm)
+    problem = LlmService.check_endpoint(config.llm)
     assert problem.startswith("cannot reach the LLM server at http://127.0.0.1:9/v1") and "llm.base_url" in problem
 
 

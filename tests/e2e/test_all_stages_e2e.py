@@ -15,7 +15,7 @@ from mfpipe.thinktext import is_well_formed, parse
 from support.helpers import read_dir, run_mfpipe
 from support.think_data import TRUTH
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cpu_extra]
 
 STAGES = ["ingest", "caption", "mir", "lyrics", "synthesize", "filter", "think"]  # one row per song
 ALL = [*STAGES, "export"]

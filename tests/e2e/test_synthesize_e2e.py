@@ -6,6 +6,7 @@ prompt-injection line)."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -86,17 +87,24 @@ def test_every_example_song_gets_a_schema_valid_row(run_once):
 
 
 def test_all_five_skills_with_the_configured_counts(run_once):
+    """One open and one multiple-choice item per skill (the cpu profile's counts), less what the notes
+    account for: items the gate's checks dropped (each a `gated` event), items with repeated options,
+    a QA part whose answer failed for good (its skill left out)."""
     for r in records(run_once[0]):
-        by_skill = {s: [q for q in r.qa if q.skill == s] for s in SKILLS}
-        assert all(by_skill.values()), f"missing skills in {r.source}: {[s for s, q in by_skill.items() if not q]}"
-        for _skill, items in by_skill.items():
-            open_items = [q for q in items if not q.options]
-            choice = [q for q in items if q.options]
-            assert len(open_items) == 1 and len(choice) <= 1
-            for q in choice:
-                assert len(q.options) == 4 and q.answer in q.options
-        dropped = [n for n in r.provenance.notes if "dropped" in n]
-        assert len([q for q in r.qa if q.options]) == 5 - len(dropped)
+        for skill in SKILLS:
+            items = [q for q in r.qa if q.skill == skill]
+            notes = [n.split(":", 1)[1] for n in r.provenance.notes if n.startswith(f"qa/{skill}:")]
+            if any(n.startswith(" left out") for n in notes):
+                assert items == []
+                continue
+            lost = sum(int(re.search(r"\d+", n).group()) for n in notes if "dropped" in n)
+            assert len(items) == 2 - lost, (r.source, skill, notes)
+            assert len([q for q in items if not q.options]) <= 1 and len([q for q in items if q.options]) <= 1
+            for q in items:
+                assert not q.options or (len(q.options) == 4 and q.answer in q.options)
+            gated = {e.field for e in r.gated if e.field.startswith(f"qa/{skill} ") and e.outcome == "dropped"}
+            by_gate = sum(int(re.search(r"\d+", n).group()) for n in notes if "dropped by the checks" in n)
+            assert len(gated) == by_gate
 
 
 def test_prompt_injection_changes_nothing_and_stays_in_its_song(run_once):

@@ -4,6 +4,7 @@ checked as they arrive)."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -87,10 +88,15 @@ def test_raycluster(raycluster):
     pods = [head["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
     images = {c["image"] for p in pods for c in p["spec"]["containers"]}
     assert len(images) == 1, "every node must run the same mfpipe"
+    # Token auth is the operator's: it hands the token to every container, the submitter and its own
+    # dashboard client (a token only in container env leaves the operator polling unauthenticated).
+    assert spec["authOptions"] == {"mode": "token", "secretName": "mfpipe-ray-token"}
+    llm = load_config(overrides=["profile=production"]).llm
     for pod in pods:
         env = {e["name"]: e for c in pod["spec"]["containers"] for e in c.get("env", [])}
-        assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "mfpipe-ray-token"
+        assert "RAY_AUTH_TOKEN" not in env and "RAY_AUTH_MODE" not in env  # not beside the operator's
+        key = env[llm.api_key_env]["valueFrom"]["secretKeyRef"]
+        assert key == {"name": "mfpipe-llm-key", "key": "api_key"}  # the vLLM Service's key
     for group in spec["workerGroupSpecs"]:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
 
@@ -117,7 +123,7 @@ def test_rayjob_runs_a_valid_mfpipe_command(raycluster, tmp_path):
     local.write_text(configmap["data"][config_path.name])
     assert load_config(local).profile == "production"
     submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
-    assert {e["name"] for e in submitter["env"]} >= {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
+    assert not {e["name"] for e in submitter.get("env", [])} & {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}  # the operator's
 
 
 def test_vllm_deployment_and_service():
@@ -130,11 +136,28 @@ def test_vllm_deployment_and_service():
     (container,) = pod["spec"]["containers"]
     args = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if "=" in a)
     port = int(args["port"])
-    assert args["host"] == "0.0.0.0" and args["model"]
+    # `vllm serve MODEL`: the model positional (--model is deprecated), first
+    assert container["command"] == ["vllm", "serve"] and not container["args"][0].startswith("-")
+    assert "model" not in args and args["host"] == "0.0.0.0"
     assert container["ports"][0]["containerPort"] == port
     assert service["spec"]["ports"][0]["targetPort"] == port
     assert _quantity(container["resources"]["limits"]["nvidia.com/gpu"]) >= int(args["tensor-parallel-size"])
     assert container["readinessProbe"]["httpGet"]["port"] == port
+    # A cold start (weights downloaded and loaded) may take half an hour: the startup probe waits that long
+    # before the liveness probe may restart the pod.
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["port"] == port and startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    assert "initialDelaySeconds" not in container["livenessProbe"]
+    # Every request needs the key of a Secret, and only the Ray pods may connect.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "mfpipe-llm-key", "key": "api_key"}
+    assert not any("api-key" in a or "api_key" in a for a in container["args"])  # never on the command line
+    policy = _one(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    (rule,) = policy["spec"]["ingress"]
+    cluster = _one(_docs("kuberay/raycluster.yaml"), "RayCluster")["metadata"]["name"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"ray.io/cluster": cluster}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
     # The URL the RayJob's config points the LLM stages at is this Service.
     rayjob_text = (INFRA / "kuberay/rayjob.yaml").read_text()
     assert f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/v1" in rayjob_text
@@ -160,9 +183,20 @@ def test_ray_up_cluster():
 
 
 def test_dockerfile_installs_what_the_nodes_need():
+    """The image is the env scripts/install.sh makes on a GPU machine: the same torch pin first, the same
+    extras, the same constraints; and the build context leaves a checkout's envs and caches out."""
     text = (INFRA / "Dockerfile").read_text()
+    install = (INFRA.parent / "scripts/install.sh").read_text()
     assert f"rayproject/ray:{ray.__version__}" in text
-    assert ".[all]" in text and "constraints.txt" in text
+    (torch_pin,) = re.findall(r"TORCH_SPEC=\$\{TORCH_SPEC:-(torch==[\d.]+)\}", install)
+    assert f"ARG TORCH_SPEC={torch_pin}" in text
+    assert text.index('"$TORCH_SPEC"') < text.index("-c constraints.txt")  # torch before anything pulls one
+    (gpu_extras,) = re.findall(r'KIND=gpu; VLLM_SPEC=\$VLLM_CUDA_SPEC; EXTRAS="([^"]+)"', install)
+    assert f'-e ".[{gpu_extras.replace(",test", "")}]"' in text and ".[all,cpu" not in text
+    for line in text.splitlines():  # Docker takes no comments after an instruction
+        assert line.startswith("#") or " # " not in line, line
+    ignored = (INFRA.parent / ".dockerignore").read_text().split()
+    assert {".venv", ".venv-vllm", ".cache", "mfpipe-out"} <= set(ignored)
 
 
 def _all_manifests() -> list[dict]:
@@ -227,3 +261,51 @@ def test_the_production_lyrics_cover_the_languages_their_model_does():
     assert lyrics.model == "nvidia/parakeet-tdt-0.6b-v3" and lyrics.separation.enabled
     assert tuple(lyrics.language.asr_languages) == PARAKEET_V3_LANGUAGES
     assert lyrics.language.fallback_model  # other languages: a multilingual model, never English words
+
+
+# ---------------------------------------------------------------- schemas
+
+CRDS = Path(__file__).resolve().parent / "crds"
+
+
+def _strict(schema: dict) -> dict:
+    """The CRD's schema with unknown fields refused where it lists the fields (the API server prunes them
+    silently, so a misspelt field would otherwise pass here and do nothing on a cluster)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out \
+                and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@pytest.mark.parametrize("kind,crd", [("RayCluster", "ray.io_rayclusters.v1.json"),
+                                      ("RayJob", "ray.io_rayjobs.v1.json")])
+def test_kuberay_manifests_validate_against_the_crd_schemas(kind, crd):
+    import json
+
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(_strict(json.loads((CRDS / crd).read_text())))
+    docs = [d for d in _all_manifests() if d.get("kind") == kind]
+    assert docs
+    for doc in docs:
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+        assert not errors, "\n".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors[:10])
+    bad = {**docs[0], "spec": {**docs[0]["spec"], "authOption": {"mode": "token"}}}  # a misspelt field
+    assert not validator.is_valid(bad)
+
+
+def test_the_core_kinds_validate_against_the_kubernetes_schemas():
+    import kubernetes_validate
+
+    groups = ("v1", "apps", "networking.k8s.io")
+    core = [d for d in _all_manifests() if d.get("apiVersion", "").partition("/")[0] in groups]
+    assert {d["kind"] for d in core} >= {"Deployment", "Service", "ConfigMap", "NetworkPolicy"}
+    for doc in core:
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate({**core[0], "spec": {"replica": 2}}, "1.33.0", strict=True)

@@ -127,3 +127,54 @@ def test_a_non_english_song_is_recorded_and_not_transcribed_by_an_english_only_m
     assert out[0].language == "en" and len(out[0].words) >= 10
     assert all(english.lines[0].start - 1.0 <= w["start"] for w in out[0].words)
     assert out[2].words == [] and out[2].asr_audio_s == 0.0
+
+
+# ---------------------------------------------------------------- Whisper through transformers (production)
+
+
+@pytest.fixture(scope="module")
+def scripted_whispers(tmp_path_factory):
+    """Tiny transformers Whispers (the real multilingual tokenizer, random weights) whose language ID is
+    scripted: one always hears German, one Japanese."""
+    from mfpipe.localmodels.whisper_hf import build_tiny_whisper
+
+    root = tmp_path_factory.mktemp("whisper-hf")
+    return {lang: str(build_tiny_whisper(root / lang, language=lang)) for lang in ("de", "ja")}
+
+
+@needs_whisper_base
+def test_the_transformers_language_id_decides_both_ways(scripted_whispers):
+    """The production path (lyrics.language.backend=transformers) through the real transformers Whisper
+    code: a covered language is transcribed, another one is not, whatever the audio."""
+    import numpy as np
+
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 40)).astype(np.float32)
+    v3 = dict(backend="transformers", device="cpu", asr_languages=list(PARAKEET_V3_LANGUAGES))
+    german = LanguageConfig(detector_model=scripted_whispers["de"], **v3)
+    found = LanguageDetector(german).detect(audio)
+    assert found.language == "de" and found.confidence > 0.99 and "transformers" in found.method
+    assert decide(found, german).action == "transcribe"
+    japanese = LanguageConfig(detector_model=scripted_whispers["ja"], **v3)
+    found = LanguageDetector(japanese).detect(audio)
+    assert found.language == "ja" and decide(found, japanese).action == "language_unsupported"
+    with_fallback = japanese.model_copy(update={"fallback_model": scripted_whispers["ja"]})
+    assert decide(found, with_fallback).action == "fallback"
+
+
+@needs_whisper_base
+def test_the_transformers_fallback_recogniser_times_words_inside_the_clip(tmp_path):
+    """Whisper through transformers as the fallback Asr: 40 s of audio (two 30 s chunks), words with
+    times inside the clip (a random-weight model: the words are noise, their accounting is not)."""
+    import numpy as np
+
+    from mfpipe.backends.asr import Asr
+    from mfpipe.localmodels.whisper_hf import build_tiny_whisper
+
+    asr = Asr("transformers", str(build_tiny_whisper(tmp_path / "random")), device="cpu", language=None)
+    audio = (0.1 * np.random.default_rng(1).standard_normal(16000 * 40)).astype(np.float32)
+    (out,) = asr.transcribe([audio])
+    assert out.error is None and out.words, out
+    assert all(0.0 <= w.start <= w.end <= 40.0 for w in out.words)
+    assert all(not w.word.startswith("<|") for w in out.words)  # no special token passes as a word
+    assert asr.settings()["backend"] == "transformers" and asr.model_ref("fallback").random_weights
+    assert dict(asr.tool_versions()).keys() == {"transformers", "torch"}

@@ -11,6 +11,8 @@ from mfpipe.lyrics.regions_asr import transcribe_regions
 
 RATE = 16000
 
+pytestmark = pytest.mark.cpu_extra  # the cpu profile's Whisper
+
 
 class ScriptedAsr:
     """Stands in for mfpipe.backends.asr.Asr: one word at 0.5-0.8 s of every clip it is given."""

@@ -101,8 +101,11 @@ def test_device_selection_and_config(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert _paths.pick_device("auto") == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv(_paths.REHEARSAL_ENV, raising=False)
     assert _paths.pick_device("auto") == "cpu"
-    assert _paths.pick_device("cuda:1") == "cuda:1"
+    with pytest.raises(_paths.NoCudaError):  # asked for a GPU, found no CUDA: never a silent CPU
+        _paths.pick_device("cuda:1")
     sep = VocalSeparator(SeparationConfig(), model=IdentitySeparator())
     assert sep.device == "cpu" and sep.settings()["model"] == "htdemucs"
     assert SeparationConfig().write_stem is False

@@ -3,6 +3,8 @@ no GPU is ever oversubscribed, nothing deadlocks."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from support.helpers import read_dir, run_mfpipe, tone_song
@@ -55,3 +57,34 @@ def test_gpu_stages_share_fake_gpus_without_oversubscription(songs, tmp_path, gp
         assert c["started"].min() >= max(read_dir(out / s)["ended"].max() for s in ("toy_gpu_a", "toy_gpu_b"))
     else:
         assert len(phases) == 1  # everything fits: one phase, songs stream through
+
+
+@pytest.mark.slow
+def test_declared_gpu_memory_sizes_the_shares_in_bytes(songs, tmp_path, toy_env):
+    """One declared 80 GiB GPU; the toys declare their GPU memory. As shares (0.5 + 0.5 + 1) they would
+    need two phases; in bytes (20 + 20 + 30 GiB) they stream together, and Ray never holds more than the
+    GPU at once."""
+    import json
+
+    out = tmp_path / "out"
+    memory = (("toy_gpu_a", 20), ("toy_gpu_b", 20), ("toy_gpu_c", 30))
+    proc = run_mfpipe("run", "--stage", "toy_gpu_c", "--input", str(songs), "--output", str(out),
+                      "--profile", "cpu", "--set", "run.num_gpus=1", "--set", "run.gpu_memory_gb=80",
+                      "--set", "ingest.resources.batch_size=1",
+                      *[f"--set={s}.resources.gpus={g}" for s, g in
+                        (("toy_gpu_a", 0.5), ("toy_gpu_b", 0.5), ("toy_gpu_c", 1))],
+                      *[f"--set={s}.resources.gpu_memory_gb={gib}" for s, gib in memory],
+                      *[f"--set={s}.resources.batch_size=1" for s in GPU_STAGES],
+                      *[f"--set={s}.resources.cpus=0.1" for s in GPU_STAGES], env=toy_env, timeout=300)
+    import pandas as pd
+
+    rows = pd.concat([read_dir(out / s) for s in GPU_STAGES])
+    assert len(rows) == 3 * 6
+    assert _in_use_at_once(rows.itertuples()) <= 1 + 1e-9
+    text = " ".join(proc.stderr.split())  # rich wraps long lines
+    assert re.findall(r"phase \d+:", text) == ["phase 1:"], text[-2000:]
+    assert "80 GiB each (run.gpu_memory_gb)" in text
+    plan = json.loads(next((out / "_runs").glob("*/summary.json")).read_text())["plan"]
+    assert plan["gpu_memory_gib"] == 80
+    assert {s: plan["stages"][s]["gpus"] for s, _ in memory} == {"toy_gpu_a": 0.25, "toy_gpu_b": 0.25,
+                                                                  "toy_gpu_c": 0.38}

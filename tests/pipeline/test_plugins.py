@@ -28,8 +28,8 @@ def plugin_env(tmp_path_factory) -> dict[str, str]:
 def test_the_plugins_section_is_part_of_the_config(plugin_env):
     shown = yaml.safe_load(run_mfpipe("config", "show", "--profile", "cpu", "--set", "toy_scale.factor=3",
                                       env=plugin_env).stdout)
-    assert shown["toy_scale"] == {"resources": {"cpus": 0.5, "gpus": 0.0, "batch_size": 2, "concurrency": None},
-                                  "factor": 3.0}
+    assert shown["toy_scale"] == {"resources": {"cpus": 0.5, "gpus": 0.0, "batch_size": 2, "concurrency": None,
+                                                "gpu_memory_gb": None}, "factor": 3.0}
     assert "toy_scale" in run_mfpipe("stages", env=plugin_env).stdout
     documented = run_mfpipe("config", "show", "--docs", "--profile", "cpu", env=plugin_env).stdout
     assert "# What the song's duration is multiplied by." in documented

@@ -13,6 +13,8 @@ import sys
 import duckdb
 import pytest
 
+pytestmark = pytest.mark.cpu_extra  # the cpu profile's Whisper
+
 
 def _mfpipe(args, models_dir, cwd):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))}

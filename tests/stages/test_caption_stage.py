@@ -52,7 +52,7 @@ def test_provenance_names_model_prompt_settings_and_the_noise(caption_stage, aud
     prov = record.provenance
     (model,) = prov.models
     assert model.role == "surface_captioner" and model.random_weights and model.revision
-    assert prov.prompt.id == "caption_window" and prov.prompt.version == "v1" and len(prov.prompt.sha256) == 64
+    assert prov.prompt.id == "caption_window" and prov.prompt.version == "v2" and len(prov.prompt.sha256) == 64
     settings = json.loads(prov.settings)
     assert settings["decoding"] == "greedy" and settings["max_new_tokens"] == 24
     assert any("NOISE" in note for note in prov.notes)

@@ -50,9 +50,11 @@ def test_an_answer_that_contradicts_mir_is_dropped_with_the_reason(judged):
 def test_the_tiny_model_does_not_commit_so_items_are_unjudged_and_kept_here(judged):
     # cpu profile: keep_unjudged (the random-weight model puts ~1% on yes/no)
     record = judged[HARBOR]
-    for item in (record.caption, record.qa[0], record.qa[3]):
+    for item in (record.caption, record.qa[3]):
         assert item.keep and item.p_yes is None and item.score is None
         assert any("not judged by the audio-LM" in r and "filter.keep_unjudged" in r for r in item.reasons)
+    # qa[0] answers the tempo, which MIR measured and confirms: MIR decides, not the audio-LM
+    assert record.qa[0].keep and any(r.startswith("MIR decides") for r in record.qa[0].reasons)
 
 
 def test_multiple_choice_items_are_answered_by_the_audio_lm(judged, song_rows):
@@ -71,8 +73,10 @@ def test_without_keep_unjudged_only_confirmed_items_survive(tiny_audio_lm, song_
                         RunInfo("test-think", "strict"))
     stage.setup()
     (record,) = stage.process_batch([song_rows[HARBOR]])
-    assert record.kept_items == 0 and record.dropped_items == 5
-    assert all("only confirmed items are kept" in " ".join(i.reasons) for i in [record.caption, *record.qa])
+    # only what MIR covers and confirms survives: qa[0] (the tempo) and qa[2] (the key)
+    assert [q.keep for q in record.qa] == [True, False, True, False] and not record.caption.keep
+    unconfirmed = [record.caption, record.qa[1], record.qa[3]]
+    assert all("only confirmed items are kept" in " ".join(i.reasons) for i in unconfirmed)
     wrong = record.qa[1]  # MIR flags are still reported, but no longer drop on their own
     assert wrong.flags and "did not confirm" in wrong.reasons[0] and "MIR" not in wrong.reasons[0]
 
@@ -89,7 +93,7 @@ def test_provenance_names_the_judge_prompt_and_the_noise(judged):
     prov = judged[HARBOR].provenance
     (model,) = prov.models
     assert model.role == "judge" and model.random_weights
-    assert prov.prompt.id == "filter" and prov.prompt.version == "v1" and len(prov.prompt.sha256) == 64
+    assert prov.prompt.id == "filter" and prov.prompt.version == "v2" and len(prov.prompt.sha256) == 64
     settings = json.loads(prov.settings)
     assert settings["qa_min_p_yes"] == 0.5 and settings["keep_unjudged"] is True
     assert set(settings["answer_formats"]) == {"audiolm_score", "audiolm_yes_no", "audiolm_choice"}

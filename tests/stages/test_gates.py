@@ -37,10 +37,11 @@ def test_the_filter_keeps_what_the_judge_confirms_and_drops_what_it_refutes(judg
     (kept, dropped) = judge.process_batch([_row(song_rows, GOOD, ["The piano leads.", PLANTED]),
                                            _row(song_rows, f"{GOOD} {PLANTED}", [])])
     assert isinstance(kept, FilterRecord) and isinstance(dropped, FilterRecord)
-    # Caption: scored 9 of 10 (>= caption_min_score 6) and kept; with the kazoo, 2 and dropped.
-    assert kept.caption.keep and kept.caption.score == pytest.approx(9.0, abs=0.05)
-    assert "audio-LM score 9.0/10" in " ".join(kept.caption.reasons)
-    assert not dropped.caption.keep and dropped.caption.score == pytest.approx(2.0, abs=0.05)
+    # Caption (filter.v2): every window heard agrees with its statements (P(yes) ~1) and it is kept; with
+    # the kazoo, no window agrees (P(yes) ~0) and it is dropped.
+    assert kept.caption.keep and kept.caption.p_yes > 0.99 and kept.caption.score is None
+    assert "lowest P(yes) 1.00" in " ".join(kept.caption.reasons)
+    assert not dropped.caption.keep and dropped.caption.p_yes < 0.01
     assert dropped.caption.reasons[0] == "dropped: the audio-LM did not confirm it"
     # QA: P(yes) ~1 (>= qa_min_p_yes) kept; the planted answer P(yes) ~0, dropped.
     right, wrong = kept.qa
@@ -49,13 +50,44 @@ def test_the_filter_keeps_what_the_judge_confirms_and_drops_what_it_refutes(judg
     assert kept.judged_items == 3 and dropped.judged_items == 1  # every item really judged
 
 
+def test_the_judge_hears_only_the_captions_statements_about_its_window(judge, song_rows):
+    """A kazoo placed at 0:45 (the second window, 0:30-0:57.5) is not put to the judge while it hears
+    the first window: that window agrees, the second does not, and the caption drops on the second."""
+    (record,) = judge.process_batch([_row(song_rows, f"{GOOD} At 0:45 a kazoo solo takes over.", [])])
+    assert record.caption.windows == [0, 1] and not record.caption.keep
+    assert "lowest P(yes) 0.00 in window 1" in " ".join(record.caption.reasons)
+    (early,) = judge.process_batch([_row(song_rows, f"{GOOD} At 0:05 a kazoo solo takes over.", [])])
+    assert "lowest P(yes) 0.00 in window 0" in " ".join(early.caption.reasons)
+
+
+def test_mir_decides_what_it_measured_and_confirms(judge, song_rows):
+    """The judge says no to anything naming a kazoo; an answer whose tempo MIR confirms stays whatever the
+    judge said. One MIR refutes is flagged and MIR does not vouch for it (dropping it is
+    filter.drop_on_mir_flags, off in this module's judge)."""
+    row = _row(song_rows, GOOD, [])
+    row["synthesize"]["qa"] = [
+        {"skill": "attribute", "question": "What tempo does the kazoo part keep?", "answer": "About 120 BPM.",
+         "options": []},
+        {"skill": "attribute", "question": "What tempo does the piano keep?", "answer": "About 150 BPM.",
+         "options": []}]
+    (record,) = judge.process_batch([row])
+    confirmed, refuted = record.qa
+    assert confirmed.keep and confirmed.p_yes < 0.01 and confirmed.reasons[1].startswith("MIR decides")
+    assert any("beat tracker measured 120.0 BPM" in f for f in refuted.flags)
+    assert not any(r.startswith("MIR decides") for r in refuted.reasons)
+
+
 def test_the_thresholds_decide_between_them(scripted_judge, song_rows):
-    """The same judgements against stricter thresholds: a score of 9 under a bar of 9.5 drops."""
-    strict = FilterStage.from_config(config(f"filter.model={scripted_judge}", "filter.caption_min_score=9.5",
-                                            "filter.drop_on_mir_flags=false"), RunInfo("gates", "gates"))
-    strict.setup()
-    (record,) = strict.process_batch([_row(song_rows, GOOD, [])])
-    assert not record.caption.keep and "< 9.5" in " ".join(record.caption.reasons)
+    """The same judgements against stricter thresholds: a score of 9 under a bar of 9.5 drops (filter.v1's
+    1-10 score, still loadable), and so does a P(yes) just under 1 against a bar of 1 (filter.v2)."""
+    for overrides, why in ((["filter.prompt=filter.v1", "filter.caption_min_score=9.5"], "< 9.5"),
+                           (["filter.caption_min_p_yes=1.0"], "< 1")):
+        strict = FilterStage.from_config(config(f"filter.model={scripted_judge}", "filter.drop_on_mir_flags=false",
+                                                *overrides), RunInfo("gates", "gates"))
+        strict.setup()
+        (record,) = strict.process_batch([_row(song_rows, GOOD, [])])
+        assert not record.caption.keep and why in " ".join(record.caption.reasons)
+    assert record.caption.p_yes > 0.99  # (filter.v2's last record: the judge did say yes)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +115,7 @@ def test_think_keeps_rewrites_and_drops_by_the_audio_lms_verdicts(checker, think
     ])
     job, song, results = keep
     assert [c.verdict for c in job.checks] == ["correct"] * 4 and {c.checked_by for c in job.checks} == {"audio_lm"}
+    assert "You hear 0:" in checker.prompt.call("step", text="x", span="0:00 to 0:30")
     assert results[0].chains[0].action == "kept"
     job, song, results = rewrite
     assert job.first_error_rate == pytest.approx(0.25)
@@ -99,3 +132,16 @@ def think_gate_row(song_rows, judge):
     row = _row(song_rows, GOOD, ["It repeats the same progression."])
     (judged,) = judge.process_batch([row])
     return {**row, "filter": judged.model_dump(), "lyrics": None}
+
+
+def test_deductions_are_not_heard_and_a_compound_step_is_judged_claim_by_claim(checker, think_gate_row):
+    """A deduction naming the kazoo is never put to the judge (unverifiable, by logic); an observation
+    whose tempo MIR confirms but whose second claim (a kazoo) the judge refutes is wrong."""
+    deduction = "So the kazoo cannot be what repeats."
+    compound = "The tempo is 120 BPM, and a kazoo doubles the piano."
+    ((job, song, _),) = settle(checker, think_gate_row, [
+        (ITEM, HEARD[:3] + [deduction, compound], "It repeats the same progression.",
+         ["observation"] * 3 + ["deduction", "observation"])])
+    assert job.first_error_rate == pytest.approx(0.2)  # 1 of 5: only the compound step is wrong
+    assert song.checked[deduction].verdict == "unverifiable" and song.checked[deduction].checked_by == "logic"
+    assert song.checked[compound].verdict == "wrong" and song.checked[compound].checked_by == "audio_lm"

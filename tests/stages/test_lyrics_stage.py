@@ -12,6 +12,8 @@ from mfpipe import audio
 from mfpipe.backends.asr import SAMPLE_RATE, WordStamp, chunk_spans, clamp_words
 from mfpipe.schemas import LyricsRecord, Reject
 
+pytestmark = pytest.mark.cpu_extra  # the cpu profile's Whisper
+
 
 def _check_word_times(words, duration):
     assert words, "expected some words"

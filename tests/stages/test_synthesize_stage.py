@@ -107,9 +107,20 @@ def test_duplicate_options_do_not_validate():
 
 def test_the_prompt_is_versioned():
     prompt = load_prompt("synthesize")
-    assert prompt.id == "synthesize" and prompt.version == "v2" and len(prompt.sha256) == 64
-    assert "measured sections" in prompt.text  # v2: the form and the voice as measured facts
+    assert prompt.id == "synthesize" and prompt.version == "v3" and len(prompt.sha256) == 64
+    assert "Write as a listener" in prompt.text  # v3: no tools, no file name, grounded times
     assert load_prompt("synthesize.v1").version == "v1"  # old rows keep their prompt
+
+
+@pytest.mark.parametrize("version", ["synthesize.v1", "synthesize.v2"])
+def test_older_prompt_versions_still_render(version):
+    stage = make_stage(f"synthesize.prompt={version}")
+    try:
+        requests = stage.requests(song_row(BY_FILE["anna_waltz.flac"]))
+    finally:
+        stage.teardown()
+    assert [r.part for r in requests] == ["caption", "metadata", *(f"qa/{s}" for s in SKILLS)]
+    assert all("TASK:" in r.messages[1]["content"] for r in requests)
 
 
 @pytest.mark.slow

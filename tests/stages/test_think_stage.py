@@ -14,7 +14,9 @@ import pytest
 from mfpipe.factcheck import mir_check
 from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import Reject, ThinkRecord
+from mfpipe.songfacts import measured
 from mfpipe.stages.think import Item, ThinkStage
+from mfpipe.think.steps import Ask, judge_step
 from mfpipe.thinktext import parse
 from support.think_data import HARBOR, RIGHT, TRUTH, WRONG, config, mir_row, settle
 
@@ -71,13 +73,13 @@ def test_thirty_percent_rule_at_0_exactly_30_and_just_over(think_stage, think_ro
 
 def assert_rechecked(stage, job, song, results, first_draft):
     """After a rewrite the chain's verdicts are those of its NEW text, checked again."""
-    for text, check in zip(job.steps, job.checks):
+    for text, kind, check in zip(job.steps, job.kinds, job.checks):
         assert song.checked[text] == check
-        mir = mir_check(text, MIR)
-        if mir is not None:
-            assert check.verdict == mir.verdict and check.checked_by == "mir"
-        else:
+        expected = judge_step(text, kind, measured(song.row), stage.tolerance, stage.cfg.gate.checks)
+        if isinstance(expected, Ask):
             assert check.checked_by == "audio_lm"
+        else:
+            assert check == expected
     still_wrong = [t for t in job.steps if t in WRONG[:3]]
     if job.chain is not None:
         (record,) = results
@@ -89,7 +91,9 @@ def assert_rechecked(stage, job, song, results, first_draft):
     else:
         # the rewrite did not fix everything: the re-check caught it and the chain is gone
         assert [type(r) for r in results] == [Reject]
-        assert results[0].error in ("still_wrong_after_rewrite", "too_many_wrong_steps", "llm_invalid_output")
+        # (wrong_answer: the rewrite also changed the answer away from the reference)
+        assert results[0].error in ("still_wrong_after_rewrite", "too_many_wrong_steps", "wrong_answer",
+                                    "llm_invalid_output")
         if results[0].error != "llm_invalid_output":
             assert "after 1 rewrite(s) (first draft 30.0%)" in results[0].message
 
@@ -219,3 +223,30 @@ def test_songs_without_upstream_or_without_challenging_items(think_stage, think_
     (record,) = [r for r in results if isinstance(r, ThinkRecord)]
     assert record.song_id == "none-kept" and record.chains == [] and record.considered == 0
     assert any("no challenging item" in n for n in record.provenance.notes)
+
+
+def test_unheard_chains_are_dropped_and_an_open_answer_is_the_reference_word_for_word(tiny_audio_lm, think_row):
+    """think.max_unverifiable_ratio 0.5: 3 of 4 observations nobody could confirm (the stand-in never
+    commits) drop the chain; deductions are not heard and do not count. An open answer that gives the
+    reference within a sentence is written as the reference; one that does not is sent back."""
+    stage = ScriptedFixes.from_config(config("llm.base_url=http://127.0.0.1:9/v1", "think.max_unverifiable_ratio=0.5"),
+                                      RunInfo("test-think", "unheard"))
+    stage.setup()
+    stage.script = [([], "About 120 BPM.")]
+    unheard = ["A flute carries the tune.", "Soft pads fill the back.", "The drums stay brushed."]
+    try:
+        dropped, kept, fixed = settle(stage, think_row, [
+            (TEMPO_ITEM, unheard + RIGHT[:1], "About 120 BPM.", ["observation"] * 4),
+            (TEMPO_ITEM, RIGHT[:3] + ["So the pulse is moderate."], "The tempo is about 120 BPM.",
+             ["observation"] * 3 + ["deduction"]),
+            (TEMPO_ITEM, RIGHT[:3], "Quite fast.", ["observation"] * 3)])
+    finally:
+        stage.teardown()
+    (reject,) = dropped[2]
+    assert reject.error == "too_many_unverifiable_steps" and "75% of its observations unverifiable" in reject.message
+    (chain,) = kept[2][0].chains
+    assert chain.answer == "About 120 BPM." and parse(chain.text).answer == "About 120 BPM."
+    assert (chain.steps[3].kind, chain.steps[3].checked_by, chain.steps[3].verdict) == \
+        ("deduction", "logic", "unverifiable")
+    job = fixed[0]
+    assert job.rewrites == 1 and fixed[2][0].chains[0].answer == "About 120 BPM."  # sent back, then right

@@ -43,7 +43,15 @@ from mfpipe.schemas import (
     to_table,
 )
 from mfpipe.schemas.mir import ChordSpan
-from mfpipe.schemas.synthesize import SKILLS, ConsistencyFlag, LlmUsage, QaItem, SongMetadata, SynthesizeRecord
+from mfpipe.schemas.synthesize import (
+    SKILLS,
+    ConsistencyFlag,
+    GateEvent,
+    LlmUsage,
+    QaItem,
+    SongMetadata,
+    SynthesizeRecord,
+)
 
 GENRES = ["pop", "classical waltz", "synth-pop", "acoustic ballad", "jazz", "folk", "rock", "ambient"]
 INSTRUMENTS = ["piano", "drums", "electric bass", "violin", "cello", "synth lead", "acoustic guitar", "flute"]
@@ -132,12 +140,16 @@ def synthesize_record(song: dict[str, Any], mir: dict[str, Any] | None, minutes:
     if genre == "rock":
         flags.append(ConsistencyFlag(field="caption", check="bpm", stated="999 BPM", expected=f"{bpm} BPM",
                                      message=f"says 999 BPM; the beat tracker measured {bpm} BPM"))
+    # What synthesize's gate did (the card counts it): one repaired caption sentence, one dropped question.
+    gated = [GateEvent(field="caption", check="tool_mention", outcome="repaired", message="cites 'transcript'"),
+             GateEvent(field="qa/temporal open question 2", check="leaky_question", outcome="dropped",
+                       message="the question contains its answer")]
     return SynthesizeRecord(
         song_id=sid, source=song["source"], caption=caption, caption_words=len(caption.split()),
         metadata=SongMetadata(genre=genre, bpm=bpm, key=key, meter=meter, structure=["intro", "verse", "chorus"],
                               instruments=instruments, vocal_character="none", lyric_themes=[],
                               theory="diatonic progression", mix_notes="wide stereo", dynamics="steady"),
-        qa=qa, flags=flags, inputs=["caption", "mir", "lyrics"], usage=LlmUsage(requests=7),
+        qa=qa, flags=flags, inputs=["caption", "mir", "lyrics"], usage=LlmUsage(requests=7), gated=gated,
         provenance=prov("synthesize", minutes=minutes, models=[ModelRef(role="llm", name="smollm2-135m-instruct")],
                         prompt=PromptRef(id="synthesize", version="v1", sha256="ab" * 32),
                         notes=["metadata bpm, key, meter set from the MIR facts"]),

@@ -18,7 +18,7 @@ import threading
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-FAULTS = ("pass", "500", "429", "hang", "garble")
+FAULTS = ("pass", "500", "429", "hang", "garble", "cut")
 
 
 class FaultProxy:
@@ -29,6 +29,7 @@ class FaultProxy:
         self.default = "pass"
         self.posts = 0
         self.faults_sent: list[str] = []
+        self.bodies: list[dict] = []  # the JSON bodies of the POSTs, in order
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -70,6 +71,7 @@ class FaultProxy:
             self.posts += 1
             fault = self.plan.pop(0) if self.plan else self.default
             self.faults_sent.append(fault)
+            self.bodies.append(json.loads(body or b"{}"))
         if fault == "500":
             return web.json_response({"error": {"message": "injected fault", "code": 500}}, status=500)
         if fault == "429":
@@ -79,10 +81,12 @@ class FaultProxy:
             await asyncio.sleep(self.hang_s)
             return web.json_response({"error": {"message": "hung"}}, status=504)
         status, headers, payload = await self._forward(request, body)
-        if fault == "garble" and status == 200:
+        if fault in ("garble", "cut") and status == 200:
             data = json.loads(payload)
             content = data["choices"][0]["message"]["content"] or ""
             data["choices"][0]["message"]["content"] = content[: max(1, len(content) // 2)]
+            if fault == "cut":  # as if max_tokens ran out (a reasoning model spent them thinking)
+                data["choices"][0]["finish_reason"] = "length"
             payload = json.dumps(data).encode()
         kind = headers.get("Content-Type", "application/json").split(";")[0]
         return web.Response(status=status, body=payload, content_type=kind)

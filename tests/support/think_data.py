@@ -56,13 +56,15 @@ def config(*overrides: str):
 
 
 def settle(stage, row: dict, drafts: list[tuple]):
-    """Each (item, steps, answer) as a first draft of its own song copy; the stage's real check,
-    rule and (where the rule says so) rewrite loop; → [(job, song, results)]."""
+    """Each (item, steps, answer[, kinds]) as a first draft of its own song copy (kinds: observation /
+    deduction per step; untagged without); the stage's real check, rule and (where the rule says so)
+    rewrite loop; → [(job, song, results)]."""
     songs, jobs = {}, []
-    for n, (item, steps, answer) in enumerate(drafts):
+    for n, (item, steps, answer, *kinds) in enumerate(drafts):
         song = stage.prepare(row)
         job = stage.job(n, song, item)
         job.steps, job.answer = list(steps), answer
+        job.kinds = list(kinds[0]) if kinds else [None] * len(steps)
         song.jobs.append(job)
         songs[n] = song
         jobs.append(job)
