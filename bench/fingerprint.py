@@ -6,11 +6,11 @@
 Figures:
   1. CPU seconds per audio second of ingest's decode alone (`audio.scan_audio`), of the decode with
      Chromaprint fed from it (what ingest does now), and of `fpcalc -raw` (a process per file, its own
-     decode) on the same files (FLAC, 44.1 kHz stereo, rendered with `mfpipe.mir.synth`).
+     decode) on the same files (FLAC, 44.1 kHz stereo, rendered with `tests/support/render_mir.py`).
   2. Grouping N songs one at a time, as ingest's gate decides them (`mfpipe.dedup.NearDuplicates`,
      the inverted index): seconds in all and per 1000 songs, the index's size, and whether the planted
      copies were found and nothing else grouped. The N fingerprints are synthetic, made from the
-     rendered ones (`mfpipe.fingerprint_synth`): an unrelated song is 4 rendered fingerprints in a
+     rendered ones (`tests/support/fingerprint_synth.py`): an unrelated song is 4 rendered fingerprints in a
      row, each XOR-ed with a random mask of its own (~4 min, Chromaprint's structure kept, ~half the
      bits different from any other song); 20 % are copies of earlier songs with 3 % of their bits
      flipped and up to 3 s cut off. The all-pairs reference (every kept song, every offset) runs on
@@ -26,9 +26,12 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test renders: tests/support
 
 import numpy as np
 import soundfile as sf
@@ -36,8 +39,8 @@ import soundfile as sf
 from mfpipe import audio
 from mfpipe.dedup import Clip, ClipMatchSettings, ClipScreen, NearDuplicates, NearDuplicateSettings, Song
 from mfpipe.fingerprint import ITEM_S, FingerprintSink, fingerprint_source
-from mfpipe.fingerprint_synth import copy, corpus
-from mfpipe.mir.synth import TEST_SONGS, SongSpec, render
+from support.fingerprint_synth import copy, corpus
+from support.render_mir import TEST_SONGS, SongSpec, render
 
 
 def cpu_now() -> float:

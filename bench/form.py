@@ -23,15 +23,20 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test renders: tests/support
+
 import numpy as np  # noqa: E402 (the thread limits above come first)
 
-from mfpipe.mir import form_synth as fs  # noqa: E402 (the thread limits above come first)
-from mfpipe.mir.form import FormConfig, analyse_form, plain_laplacian  # noqa: E402 (the thread limits above come first)
-from mfpipe.mir.synth import RATE  # noqa: E402 (the thread limits above come first)
+from mfpipe.mir.config import FormConfig  # noqa: E402 (the thread limits above come first)
+from mfpipe.mir.form import analyse_form  # noqa: E402
+from support import render_form as fs  # noqa: E402 (the thread limits above come first)
+from support.form_baseline import plain_laplacian  # noqa: E402
+from support.render_mir import RATE  # noqa: E402 (the thread limits above come first)
 
 
 def scores(spec: fs.FormSpec, sections: list[dict]) -> tuple[float, float]:

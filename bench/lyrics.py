@@ -35,6 +35,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test renders: tests/support
+
 import numpy as np  # noqa: E402
 
 RATE = 16000
@@ -74,9 +76,9 @@ def section_speed(seconds: float) -> None:
     import tempfile
 
     from mfpipe.localmodels.htdemucs import build_random_htdemucs
-    from mfpipe.lyrics import testaudio
     from mfpipe.lyrics.separation import SeparationConfig, VocalSeparator
     from mfpipe.lyrics.vad import VadConfig, VoiceActivity
+    from support import render_voice as testaudio
 
     print(f"\n== speed (CPU s per audio s, one thread, {seconds:.0f} s of audio) ==")
     mix = testaudio.render_voice_mix(voice_db=0.0)
@@ -100,10 +102,10 @@ def section_speed(seconds: float) -> None:
 
 
 def section_gate() -> None:
-    from mfpipe.lyrics import testaudio
     from mfpipe.lyrics.regions_asr import transcribe_regions_cfg
     from mfpipe.lyrics.vad import VadConfig, VoiceActivity
-    from mfpipe.mir.synth import TEST_SONGS
+    from support import render_voice as testaudio
+    from support.render_mir import TEST_SONGS
 
     print("\n== gate: an instrumental-heavy set ==")
     songs = [testaudio.render_instrumental(spec, seconds=45).audio for spec in TEST_SONGS[:4]]
@@ -126,11 +128,11 @@ def section_gate() -> None:
 
 
 def section_wer() -> None:
-    from mfpipe.lyrics import testaudio
     from mfpipe.lyrics.guard import guard_words
     from mfpipe.lyrics.regions_asr import transcribe_regions_cfg
     from mfpipe.lyrics.vad import VadConfig, VoiceActivity
-    from mfpipe.mir.synth import TEST_SONGS
+    from support import render_voice as testaudio
+    from support.render_mir import TEST_SONGS
 
     print("\n== WER: Whisper tiny.en, region-gated vs whole mix (English espeak-ng lines over music) ==")
     asr, cfg = whisper_asr(), VadConfig()
@@ -154,9 +156,9 @@ def section_wer() -> None:
 def section_language() -> None:
     import importlib.util
 
-    from mfpipe.lyrics import testaudio
     from mfpipe.lyrics.language import PARAKEET_V3_LANGUAGES, LanguageConfig, LanguageDetector, decide
     from mfpipe.lyrics.vad import VoiceActivity
+    from support import render_voice as testaudio
 
     print("\n== language: each language's 3 lines as one song ==")
     vad = VoiceActivity()
@@ -196,7 +198,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from mfpipe.lyrics import testaudio
+    from support import render_voice as testaudio
 
     if not testaudio.espeak_available():
         sys.exit("espeak-ng is not installed (apt-get install espeak-ng)")

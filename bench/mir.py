@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test renders: tests/support
+
 import numpy as np
 import soundfile as sf
 
@@ -39,7 +41,7 @@ from mfpipe.audio import load_mono
 from mfpipe.mir import SAMPLE_RATE, MirAnalyzer
 from mfpipe.mir.analysis import single_threaded
 from mfpipe.mir.config import MirSettings
-from mfpipe.mir.synth import TEST_SONGS, SongSpec, render
+from support.render_mir import TEST_SONGS, SongSpec, render
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 

@@ -26,6 +26,7 @@ removes it (and any record whose shard is gone) before it writes anything.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import fnmatch
 import io
@@ -52,6 +53,16 @@ LEASE = "_lease.json"  # object stores: which run writes this output folder, unt
 TMP_PREFIX = ".tmp-"
 COMMITTED = "_committed"  # object stores: one commit record per shard, in each shard folder
 SHARD_GLOB = "part-*.parquet"
+
+
+class OutputStoreError(RuntimeError):
+    """The output folder cannot be written: full, read-only, no permission, or gone. Not a song's fault:
+    the run stops (what committed stays committed) and says so in one line."""
+
+
+# What the output folder itself can do wrong (a full disk, a quota, permissions, a read-only or vanished mount).
+_STORE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.ENOENT,
+                 errno.ENOTCONN, errno.ESTALE, errno.ENODEV, errno.ENXIO}
 
 
 class OutputLockedError(RuntimeError):
@@ -137,7 +148,9 @@ class OutputStore:
         self.fs, root = fsspec.core.url_to_fs(self.url)
         self.local = isinstance(self.fs, LocalFileSystem)
         self.root = root.rstrip("/")
-        self.fs.makedirs(self.root, exist_ok=True)
+        self.lease_lost = threading.Event()  # object stores: a successor took our lease; we write no more
+        with self.writing(self.root):
+            self.fs.makedirs(self.root, exist_ok=True)
 
     # ------------------------------------------------------------ paths
     def join(self, *parts: str) -> str:
@@ -205,6 +218,21 @@ class OutputStore:
         tables = [pq.read_table(f, columns=columns, filesystem=self.fs, schema=schema) for f in files]
         return pa.concat_tables(tables, promote_options="default")
 
+    def read_columns(self, directory: str, columns: list[str]) -> pa.Table:
+        """Only these columns of a folder's shards (nothing else is read: wide columns such as fingerprints
+        or provenance stay on disk); a column a shard of an older version lacks comes out null."""
+        tables = []
+        for f in self.shards(directory):
+            have = set(self.read_schema(f).names)
+            table = pq.read_table(f, columns=[c for c in columns if c in have], filesystem=self.fs)
+            for c in columns:
+                if c not in have:
+                    table = table.append_column(c, pa.nulls(table.num_rows))
+            tables.append(table.select(columns))
+        if not tables:
+            return pa.table({c: pa.array([], pa.null()) for c in columns})
+        return pa.concat_tables(tables, promote_options="default")
+
     def keys(self, directory: str, column: str, where: tuple[str, Any] | None = None) -> set[str]:
         """The distinct values of one column over all shards (resume reads only this)."""
         files = self.shards(directory)
@@ -233,24 +261,46 @@ class OutputStore:
         return ShardWriter(self, directory, schema, run_id, max_rows, int(max_mb * 2**20), flush_seconds,
                            on_commit, first_at_once)
 
+    @contextlib.contextmanager
+    def writing(self, path: str) -> Iterator[None]:
+        """Errors of the output folder itself (full, read-only, ...) become one `OutputStoreError` naming the
+        folder, the file and the cause."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _STORE_ERRNOS:
+                raise
+            raise OutputStoreError(f"cannot write to the output folder {self.url}: {exc.strerror or exc} (while "
+                                   f"writing {self.uri(path)}). Free the space or fix the folder, then run the same "
+                                   f"command again: what was committed is kept.") from None
+
     def write_table_atomic(self, directory: str, name: str, table: pa.Table) -> str:
+        if self.lease_lost.is_set():
+            raise OutputLockedError(f"this run lost its lease on {self.url} to another run (it stalled longer "
+                                    f"than the lease): it writes nothing more; the other run carries on")
         final = f"{directory}/{name}"
         tmp = f"{directory}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
-        if self.local:
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb+") as fh:  # the rename must not outrun the data
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        else:
-            # Object stores: no atomic rename. PUT the shard under its final name, then
-            # PUT its commit record; readers trust only committed shards.
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer, compression="zstd")
-            data = buffer.getvalue()
-            self.fs.pipe_file(final, data)
-            record = {"shard": name, "rows": table.num_rows, "bytes": len(data),
-                      "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            self.fs.pipe_file(f"{directory}/{COMMITTED}/{name}.json", json.dumps(record).encode())
+        with self.writing(final):
+            if self.local:
+                try:
+                    pq.write_table(table, tmp, compression="zstd")
+                    with open(tmp, "rb+") as fh:  # the rename must not outrun the data
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, final)
+                except BaseException:
+                    with contextlib.suppress(OSError):  # nothing half-written stays behind
+                        os.remove(tmp)
+                    raise
+            else:
+                # Object stores: no atomic rename. PUT the shard under its final name, then
+                # PUT its commit record; readers trust only committed shards.
+                buffer = io.BytesIO()
+                pq.write_table(table, buffer, compression="zstd")
+                data = buffer.getvalue()
+                self.fs.pipe_file(final, data)
+                record = {"shard": name, "rows": table.num_rows, "bytes": len(data),
+                          "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                self.fs.pipe_file(f"{directory}/{COMMITTED}/{name}.json", json.dumps(record).encode())
         return final
 
     def remove_stale_temporaries(self) -> int:
@@ -307,11 +357,23 @@ class OutputStore:
                     self.fs.rm(batch)
 
     def save_run(self, run_id: str, files: dict[str, str]) -> None:
+        """The run's record files, each whole or not at all."""
         directory = self.join(RUNS, run_id)
-        self.fs.makedirs(directory, exist_ok=True)
-        for name, text in files.items():
-            with self.fs.open(f"{directory}/{name}", "w") as fh:
-                fh.write(text)
+        with self.writing(directory):
+            self.fs.makedirs(directory, exist_ok=True)
+            for name, text in files.items():
+                path = f"{directory}/{name}"
+                if not self.local:
+                    self.fs.pipe_file(path, text.encode())
+                    continue
+                tmp = f"{directory}/{TMP_PREFIX}{name}"
+                try:
+                    Path(tmp).write_text(text)
+                    os.replace(tmp, path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.remove(tmp)
+                    raise
 
     def runs(self) -> list[dict[str, Any]]:
         out = []
@@ -376,7 +438,9 @@ class OutputStore:
                 yield
             return
         path = Path(self.root) / ".mfpipe.lock"
-        with open(path, "w") as fh:
+        with self.writing(str(path)):
+            fh = open(path, "w")  # noqa: SIM115 - held open for the whole run
+        with fh:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -388,30 +452,57 @@ class OutputStore:
 
     @contextlib.contextmanager
     def _lease(self, run_id: str, lease_s: float) -> Iterator[None]:
+        """The lease object. Where the store has conditional writes (S3: create-only, then if-match on the
+        lease's ETag) taking and renewing it cannot race: two runs cannot both win, and a stalled run whose
+        lease a successor took cannot overwrite it (its renewal fails, and it writes no more shards).
+        Elsewhere: write, wait, read back (the last writer wins)."""
         path = self.join(LEASE)
         me = {"run_id": run_id or uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
               "token": uuid.uuid4().hex}
-        held = self._read_lease(path)
+        held, held_etag = self._read_lease(path), self._etag(path)
         if held and held.get("token") != me["token"] and held.get("expires_at", 0) > time.time():
             left = held["expires_at"] - time.time()
             raise OutputLockedError(
                 f"another mfpipe run is writing to {self.url} (run {held.get('run_id')} on {held.get('host')}, "
                 f"pid {held.get('pid')}; its lease runs {left:.0f} s more and is renewed while it lives). If "
                 f"that run was killed, wait for the lease to expire or remove {self.uri(path)}")
+        conditional = self._conditional_writes()
+        etag: list[str | None] = [held_etag]
 
-        def renew() -> None:
-            self.fs.pipe_file(path, json.dumps({**me, "expires_at": time.time() + lease_s}).encode())
+        def write(first: bool) -> None:
+            data = json.dumps({**me, "expires_at": time.time() + lease_s}).encode()
+            if not conditional:
+                self.fs.pipe_file(path, data)
+                return
+            # Create-only when there is no lease; else replace exactly the lease we read (expired, or ours).
+            options = {"mode": "create"} if first and held is None else {"IfMatch": etag[0]}
+            out = self.fs.pipe_file(path, data, **options)
+            etag[0] = out.get("ETag") if isinstance(out, dict) else self._etag(path)
 
-        renew()
-        time.sleep(min(1.0, lease_s / 10))  # two runs that started together: the last write wins
-        if (self._read_lease(path) or {}).get("token") != me["token"]:
-            raise OutputLockedError(f"another mfpipe run took the lease on {self.url} at the same moment")
+        try:
+            write(first=True)
+        except (FileExistsError, OSError) as exc:
+            if not conditional:
+                raise
+            raise OutputLockedError(f"another mfpipe run took the lease on {self.url} at the same moment "
+                                    f"({exc})") from None
+        if not conditional:
+            time.sleep(min(1.0, lease_s / 10))  # two runs that started together: the last write wins
+            if (self._read_lease(path) or {}).get("token") != me["token"]:
+                raise OutputLockedError(f"another mfpipe run took the lease on {self.url} at the same moment")
+        self.lease_lost.clear()
         stop = threading.Event()
 
         def keep() -> None:
             while not stop.wait(lease_s / 3):
-                with contextlib.suppress(Exception):  # a missed renewal is retried; the lease has slack
-                    renew()
+                try:
+                    write(first=False)
+                except (FileExistsError, OSError):
+                    if conditional and (self._read_lease(path) or {}).get("token") != me["token"]:
+                        self.lease_lost.set()  # a successor holds it now: write nothing more
+                        return
+                except Exception:  # noqa: BLE001 - a missed renewal is retried; the lease has slack
+                    pass
 
         keeper = threading.Thread(target=keep, name="mfpipe-lease", daemon=True)
         keeper.start()
@@ -423,6 +514,16 @@ class OutputStore:
             if (self._read_lease(path) or {}).get("token") == me["token"]:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(path)
+
+    def _conditional_writes(self) -> bool:
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return any(p in ("s3", "s3a") for p in protocols)
+
+    def _etag(self, path: str) -> str | None:
+        try:
+            return self.fs.info(path).get("ETag")
+        except FileNotFoundError:
+            return None
 
     def _read_lease(self, path: str) -> dict[str, Any] | None:
         self.fs.invalidate_cache(self.root)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..fingerprint import FingerprintUnavailable
-from ..store import OutputLockedError
+from ..store import OutputLockedError, OutputStoreError
 from . import registry
 from .config import ConfigError, PipelineConfig, gpu_present, load_config
 from .inputs import InputError, discover
@@ -127,16 +127,21 @@ def run(
     joining = cluster_address(cfg.run, ray_address)
     console.print(f"  ray: {'cluster ' + joining if joining else 'local (a fresh instance)'}")
     cleared = _forced(stage, stages, force, force_upstream, output)
-    runner = Runner(cfg, output, limit=limit, force=cleared, ray_address=ray_address or cfg.run.ray_address,
-                    progress=None)
+    runner = None
     try:
+        runner = Runner(cfg, output, limit=limit, force=cleared, ray_address=ray_address or cfg.run.ray_address,
+                        progress=None)
         result = _execute_with_progress(runner, stages, discovery)
     except (OutputLockedError, PlanError, ClusterConnectError, AuthTokenError, InputError,
             FingerprintUnavailable) as exc:
         _fail(str(exc))
         return
+    except OutputStoreError as exc:  # a full disk, a read-only or vanished folder: one line, exit 1
+        _fail(str(exc), code=1)
+        return
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
     _print_summary(result)
     if result.interrupted:
         console.print("[yellow]interrupted: finished work is committed; run the same command again to "

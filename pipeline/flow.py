@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..schemas import Reject, RunInfo, SongRecord
-from ..store import OutputStore
+from ..store import OutputStore, OutputStoreError
 from . import ledger as rejects
 from .board import Board, RowReader
 from .config import RunConfig
@@ -108,6 +108,9 @@ class StageFlow:
             failed = self._loop()
         except (ServiceError, WorkerStartError) as exc:
             failed = str(exc)
+        except OutputStoreError as exc:  # the folder, not the stage: the whole run stops
+            failed = str(exc)
+            self.ctx.stop.fail(exc)
         except Exception as exc:  # noqa: BLE001 - the stage fails with its cause; the run goes on
             failed = f"{type(exc).__name__}: {exc}"
         finally:
@@ -115,7 +118,11 @@ class StageFlow:
                 self.summary.pending += sum(len(batch) for batch in self.pool.abandon())
                 self.pool.close()
             if self.sink is not None:
-                self.sink.close()
+                try:
+                    self.sink.close()
+                except OutputStoreError as exc:
+                    failed = failed or str(exc)
+                    self.ctx.stop.fail(exc)
         self._finish(failed, time.monotonic() - started)
         return self.summary
 

@@ -21,6 +21,7 @@ import contextlib
 import os
 import secrets
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,7 @@ class LlmService(Service):
         self._by_stage: dict[str, LlmConfig] = {}
         self._keys: dict[str, str] = {}  # env var -> the key this run's workers send
         self._made_keys: set[str] = set()  # env vars whose key this run generated
+        self._lock = threading.Lock()  # stages open the service from their own threads: one server for all
 
     # ------------------------------------------------------------ planning
     @classmethod
@@ -93,7 +95,8 @@ class LlmService(Service):
         """The LLM settings `stage`'s workers get: the checked endpoint, or a server started for it."""
         llm = section
         if not llm.base_url:
-            managed = self._server(llm, plan or ServicePlan(gpus=0.0, cpus=1.0, gpu_memory_utilization=None))
+            with self._lock:
+                managed = self._server(llm, plan or ServicePlan(gpus=0.0, cpus=1.0, gpu_memory_utilization=None))
             llm = llm.model_copy(update={"base_url": managed.base_url})
         problem = self.check_endpoint(llm)
         if problem:

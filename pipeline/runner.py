@@ -29,7 +29,7 @@ from mfpipe import __version__
 from ..devices import REHEARSAL_ENV
 from ..gpumemory import gpu_memory_per_gpu
 from ..schemas import RunInfo, utc_now
-from ..store import OutputStore
+from ..store import OutputStore, OutputStoreError
 from . import registry
 from .board import Board, RowReader
 from .config import PipelineConfig
@@ -125,10 +125,17 @@ class Runner:
                 result.stages = self._run(stage_names, discovery, result)
                 result.interrupted = self.stop.exit_code
                 status = "interrupted" if result.interrupted else "ok" if result.ok else "failed"
+            except OutputStoreError as exc:
+                self.stop.fail(exc)
             finally:
                 if self.services is not None:
                     self.services.close()
-                self._save_run(stage_names, discovery, result, started, status=status)
+                try:
+                    self._save_run(stage_names, discovery, result, started, status=status)
+                except OutputStoreError as exc:  # the folder cannot take the run's record either
+                    self.stop.fail(exc)
+        if self.stop.failure is not None:
+            raise self.stop.failure  # one clear cause (the CLI prints it as one line)
         return result
 
     def close(self) -> None:

@@ -250,7 +250,22 @@ class Stage:
         """Tools whose versions go in every row's provenance."""
         return []
 
+    # What a worker's `setup` records once for every row it writes (None / empty: nothing to say).
+    provenance_settings: str | None = None  # what, besides models and prompts, decides the data
+    model_refs: list = []
+    prompt_ref: Any = None
+
+    @staticmethod
+    def settings_text(values: dict[str, Any]) -> str:
+        """Provenance's `settings`: the values that decide a row's data, as sorted JSON text."""
+        return json.dumps(values, sort_keys=True, default=str)
+
     def provenance(self, **extra: Any) -> Provenance:
+        """A row's provenance: the run's facts, the stage's tools, and what `setup` recorded (settings,
+        models, prompt), unless `extra` says otherwise."""
+        extra.setdefault("settings", self.provenance_settings)
+        extra.setdefault("models", list(self.model_refs))
+        extra.setdefault("prompt", self.prompt_ref)
         return Provenance(
             stage=self.name,
             mfpipe_version=self.run.mfpipe_version,

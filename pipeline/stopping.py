@@ -25,6 +25,7 @@ class StopControl:
         self.hard = threading.Event()
         self.signum: int | None = None
         self.deadline: float | None = None
+        self.failure: BaseException | None = None  # what stopped the run besides a signal (the output folder)
 
     def request(self, signum: int) -> None:
         if self.requested.is_set():
@@ -33,6 +34,15 @@ class StopControl:
         self.signum = signum
         self.deadline = time.monotonic() + self.drain_seconds
         self.requested.set()
+
+    def fail(self, cause: BaseException) -> None:
+        """Stop the run because it cannot go on (the output folder cannot be written): running batches
+        drain as after a first signal; the run then ends with `cause`."""
+        if self.failure is None:
+            self.failure = cause
+        if not self.requested.is_set():
+            self.deadline = time.monotonic() + self.drain_seconds
+            self.requested.set()
 
     def past_deadline(self) -> bool:
         return self.hard.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline)

@@ -11,20 +11,18 @@ becomes a reject; the other songs of the batch are not affected.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import Field
 
-from .. import audio
-from ..backends import refs
-from ..backends.audiolm import AudioLMSettings
-from ..pipeline.registry import register
-from ..pipeline.stage import Resources, Stage, StageConfig
-from ..schemas import CaptionRecord, CaptionWindow, Reject, ToolVersion
+from mfpipe import audio
+from mfpipe.pipeline.registry import register
+from mfpipe.pipeline.stage import Resources
+from mfpipe.schemas import CaptionRecord, CaptionWindow, Reject
+from mfpipe.stages._audiolm import AudioLMStage, AudioLMStageConfig
 
 
-class CaptionConfig(AudioLMSettings, StageConfig):
+class CaptionConfig(AudioLMStageConfig):
     """Surface captions: one short Music Flamingo description per 30 s window."""
 
     resources: Resources = Field(default_factory=Resources, description="What each worker asks Ray for.")
@@ -37,42 +35,23 @@ class CaptionConfig(AudioLMSettings, StageConfig):
 
 
 @register
-class CaptionStage(Stage):
+class CaptionStage(AudioLMStage):
     name = "caption"
     record = CaptionRecord
     requires = ("ingest",)
     columns = {"ingest": ("song_id", "source", "processed_s")}
     config_model = CaptionConfig
-    reads = {"audio": audio.AudioConfig}
     summary = "Music Flamingo: a short caption of every 30 s window (batched across songs)"
+    lm_role = "surface_captioner"
+    stand_in = ("uses", "the captions are noise")
 
-    @classmethod
-    def banner_notes(cls, settings) -> list[str]:
-        return refs.stand_in_notes(settings.own.model,
-                                   "uses a tiny RANDOM-WEIGHT stand-in for Music Flamingo: the "
-                                   "captions are noise, made only to exercise the pipeline")
-
-    def setup(self) -> None:
-        from ..backends.audiolm import AudioLM
-        from ..prompts import load_prompt
-
-        self.window_s = self.shared.audio.window_s
-        self.prompt = load_prompt(self.cfg.prompt)
-        self.lm = AudioLM.from_config(self.cfg)
-        generation = {"max_new_tokens": self.cfg.max_new_tokens, "min_new_tokens": self.cfg.min_new_tokens}
-        self.generation = generation
-        self.settings = json.dumps(self.lm.settings(**generation, window_s=self.window_s,
-                                                    min_clip_s=self.cfg.min_clip_s), sort_keys=True)
-        self.model_refs = [self.lm.model_ref("surface_captioner")]
-        self.prompt_ref = self.prompt.ref()
-
-    def tool_versions(self) -> list[ToolVersion]:
-        from importlib.metadata import version
-
-        return [ToolVersion(name=n, version=version(n)) for n in ("transformers", "torch")]
+    def setup_stage(self) -> None:
+        self.generation = {"max_new_tokens": self.cfg.max_new_tokens, "min_new_tokens": self.cfg.min_new_tokens}
+        self.provenance_settings = self.settings_text(self.lm.settings(**self.generation, window_s=self.window_s,
+                                                                       min_clip_s=self.cfg.min_clip_s))
 
     def process_batch(self, rows: list[dict[str, Any]]) -> list[CaptionRecord | Reject]:
-        from ..backends.audiolm import MAX_WINDOWS, SAMPLE_RATE, Query, split_windows, window_clip
+        from mfpipe.backends.audiolm import MAX_WINDOWS, SAMPLE_RATE, Query, split_windows, window_clip
 
         results: dict[int, CaptionRecord | Reject] = {}
         plans: dict[int, tuple[list[tuple[float, float]], list[int], list[str]]] = {}
@@ -110,7 +89,6 @@ class CaptionStage(Stage):
         return CaptionRecord(
             song_id=row["song_id"],
             source=row["source"],
-            provenance=self.provenance(models=self.model_refs, prompt=self.prompt_ref, settings=self.settings,
-                                       notes=self.lm.notes() + notes),
+            provenance=self.provenance(notes=self.lm.notes() + notes),
             windows=windows,
         )

@@ -9,11 +9,11 @@ whatever the stage outputs hold now.
 
 from __future__ import annotations
 
-from ..curate import export as corpus
-from ..curate.export import ExportSettings
-from ..pipeline.registry import register
-from ..pipeline.stage import DriverContext, DriverOutcome, Stage, StageConfig, StageSettings
-from ..schemas.export import SkillsRow
+from mfpipe.curate import export as corpus
+from mfpipe.curate.export import ExportSettings
+from mfpipe.pipeline.registry import register
+from mfpipe.pipeline.stage import DriverContext, DriverOutcome, Stage, StageConfig, StageSettings
+from mfpipe.schemas.export import SkillsRow
 
 
 class ExportConfig(ExportSettings, StageConfig):

@@ -37,25 +37,23 @@ each, batched by `generate_batch`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
-from .. import audio
-from ..backends import refs
-from ..backends.audiolm import AudioLMSettings
-from ..consistency import ConsistencyConfig, check_answer, check_text
-from ..factcheck import SongClips, claims_heard_in, hear, mir_check, song_clips, span_text, spread, windows_for
-from ..pipeline.registry import register
-from ..pipeline.stage import Resources, Stage, StageConfig
-from ..schemas import FilterRecord, ItemJudgement, QaJudgement, Reject, ToolVersion
-from ..songfacts import measured
+from mfpipe import audio
+from mfpipe.consistency import ConsistencyConfig, check_answer, check_text
+from mfpipe.factcheck import SongClips, claims_heard_in, hear, mir_check, song_clips, span_text, spread, windows_for
+from mfpipe.pipeline.registry import register
+from mfpipe.pipeline.stage import Resources
+from mfpipe.schemas import FilterRecord, ItemJudgement, QaJudgement, Reject
+from mfpipe.songfacts import measured
+from mfpipe.stages._audiolm import AudioLMStage, AudioLMStageConfig
 
 
-class FilterConfig(AudioLMSettings, StageConfig):
+class FilterConfig(AudioLMStageConfig):
     """Quality filter: the audio-LM listens to each song and judges its rich caption and QA items."""
 
     resources: Resources = Field(default_factory=Resources, description="What each worker asks Ray for.")
@@ -94,7 +92,7 @@ class _Song:
 
 
 @register
-class FilterStage(Stage):
+class FilterStage(AudioLMStage):
     name = "filter"
     record = FilterRecord
     requires = ("ingest", "synthesize")
@@ -106,51 +104,36 @@ class FilterStage(Stage):
         "lyrics": ("has_vocals",),
     }
     config_model = FilterConfig
-    reads = {"audio": audio.AudioConfig, "consistency": ConsistencyConfig}
+    reads = {**AudioLMStage.reads, "consistency": ConsistencyConfig}
     summary = "Music Flamingo judges each rich caption and QA item against the audio; MIR contradictions drop items"
-
-    @classmethod
-    def banner_notes(cls, settings) -> list[str]:
-        return refs.stand_in_notes(settings.own.model,
-                                   "judges with a tiny RANDOM-WEIGHT stand-in for Music Flamingo: "
-                                   "its judgements are noise, made only to exercise the pipeline")
+    lm_role = "judge"
+    stand_in = ("judges with", "its judgements are noise")
 
     # ------------------------------------------------------------ worker side
-    def setup(self) -> None:
-        from ..backends.audiolm import AudioLM
-        from ..prompts import load_prompt
+    def setup_stage(self) -> None:
+        from mfpipe.prompts import load_prompt
 
-        self.window_s = self.shared.audio.window_s
         self.tolerance = self.shared.consistency
-        self.prompt = load_prompt(self.cfg.prompt)
         # filter.v2 on: a yes/no on the caption's statements about the stretch heard; v1: a 1-10 score
         self.agrees = self.prompt.has("caption_agrees")
-        self.lm = AudioLM.from_config(self.cfg)
         wrappers = {pid: load_prompt(pid) for pid in ("audiolm_score", "audiolm_yes_no", "audiolm_choice")}
         cfg = self.cfg
-        self.settings = json.dumps(self.lm.settings(
+        self.provenance_settings = self.settings_text(self.lm.settings(
             window_s=self.window_s, caption_windows=cfg.caption_windows,
             **({"caption_min_p_yes": cfg.caption_min_p_yes} if self.agrees else
                {"caption_min_score": cfg.caption_min_score}), mir_decides=cfg.mir_decides,
             qa_windows=cfg.qa_windows, qa_min_p_yes=cfg.qa_min_p_yes, min_mass=cfg.min_mass,
             keep_unjudged=cfg.keep_unjudged, drop_on_mir_flags=cfg.drop_on_mir_flags,
             answer_formats={p.id: f"{p.version}:{p.sha256[:12]}" for p in wrappers.values()},
-        ), sort_keys=True)
-        self.model_refs = [self.lm.model_ref("judge")]
-        self.prompt_ref = self.prompt.ref()
+        ))
 
     @classmethod
     def counts(cls, record: FilterRecord) -> dict[str, int]:
         return {"items": record.kept_items + record.dropped_items, "judged_by_audio_lm": record.judged_items,
                 "kept": record.kept_items}
 
-    def tool_versions(self) -> list[ToolVersion]:
-        from importlib.metadata import version
-
-        return [ToolVersion(name=n, version=version(n)) for n in ("transformers", "torch")]
-
     def process_batch(self, rows: list[dict[str, Any]]) -> list[FilterRecord | Reject]:
-        from ..backends.audiolm import Query
+        from mfpipe.backends.audiolm import Query
 
         results: dict[int, FilterRecord | Reject] = {}
         songs: dict[int, _Song] = {}
@@ -219,8 +202,7 @@ class FilterStage(Stage):
         return FilterRecord(
             song_id=row["song_id"], source=row["source"], caption=caption, qa=qa,
             kept_items=kept, dropped_items=1 + len(qa) - kept, judged_items=judged,
-            provenance=self.provenance(models=self.model_refs, prompt=self.prompt_ref, settings=self.settings,
-                                       notes=notes),
+            provenance=self.provenance(notes=notes),
         )
 
     def _mir_flags(self, text: str, field_name: str, synth: dict[str, Any], mir: Any, answer: bool) -> list[str]:

@@ -25,13 +25,12 @@ from pydantic import Field
 from mfpipe import audio
 from mfpipe.dedup import ClipMatchSettings, NearDuplicateSettings
 from mfpipe.fingerprint import FingerprintSink, chromaprint_version
+from mfpipe.pipeline.inputs import discover
+from mfpipe.pipeline.registry import register
+from mfpipe.pipeline.stage import INPUTS, Resources, Stage, StageConfig, StageSettings
 from mfpipe.schemas import IngestRecord, Reject, RunInfo, ToolVersion
 from mfpipe.screening import Screening, load_exclusions
 from mfpipe.store import OutputStore
-
-from ..pipeline.inputs import discover
-from ..pipeline.registry import register
-from ..pipeline.stage import INPUTS, Resources, Stage, StageConfig, StageSettings
 
 AUDIO_EXTENSIONS = [".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff",
                     ".m4a", ".aac", ".wma", ".webm", ".mka"]

@@ -19,17 +19,16 @@ provenance names the models that made it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from .. import audio
-from ..backends import refs
-from ..backends.asr import Asr, AsrSettings
-from ..gpumemory import CUDA_CONTEXT_GIB, GpuMemory, weights_gib
-from ..lyrics.core import LyricsCoreConfig
-from ..pipeline.registry import register
-from ..pipeline.stage import Stage, StageConfig, StageSettings
-from ..schemas import LyricsRecord, ModelRef, Reject, ToolVersion
+from mfpipe import audio
+from mfpipe.backends import refs
+from mfpipe.backends.asr import Asr, AsrSettings
+from mfpipe.gpumemory import CUDA_CONTEXT_GIB, GpuMemory, weights_gib
+from mfpipe.lyrics.core import LyricsCoreConfig
+from mfpipe.pipeline.registry import register
+from mfpipe.pipeline.stage import Stage, StageConfig, StageSettings
+from mfpipe.schemas import LyricsRecord, ModelRef, Reject, ToolVersion
 
 # Demucs' segments of a batch of songs, the recognisers' batches and their activations.
 LYRICS_WORKING_GIB = 2.0
@@ -79,7 +78,7 @@ class LyricsStage(Stage):
         return {"with_vocals": int(record.has_vocals), record.outcome: 1}
 
     def setup(self) -> None:
-        from ..lyrics.core import LyricsCore
+        from mfpipe.lyrics.core import LyricsCore
 
         cfg = self.cfg
         self.asr = Asr.from_config(cfg)
@@ -98,8 +97,8 @@ class LyricsStage(Stage):
         if self.core.detector is not None:
             self.model_refs.append(ModelRef(role="language_id", name=cfg.language.detector_model))
         self.model_refs.append(ModelRef(role="voice_activity", name=f"silero-vad ({cfg.vad.model})"))
-        self.settings_json = json.dumps({**self.asr.settings(), **cfg.model_dump(
-            mode="json", include={"separation", "vad", "language", "guard", "asr_input"})}, sort_keys=True)
+        self.provenance_settings = self.settings_text({**self.asr.settings(), **cfg.model_dump(
+            mode="json", include={"separation", "vad", "language", "guard", "asr_input"})})
         self.notes = []
         if self.asr.random_weights:
             self.notes.append("random-weight recogniser: the text is NOISE")
@@ -116,7 +115,7 @@ class LyricsStage(Stage):
         return tools
 
     def process_batch(self, rows: list[dict[str, Any]]) -> list[LyricsRecord | Reject]:
-        from ..backends.asr import SAMPLE_RATE
+        from mfpipe.backends.asr import SAMPLE_RATE
 
         results: dict[int, LyricsRecord | Reject] = {}
         decoded: dict[int, Any] = {}
@@ -147,7 +146,7 @@ class LyricsStage(Stage):
             outcome = "language_unsupported"
         return LyricsRecord(
             song_id=row["song_id"], source=row["source"],
-            provenance=self.provenance(models=self.model_refs, settings=self.settings_json, notes=notes),
+            provenance=self.provenance(notes=notes),
             text=song.text, words=song.words, has_vocals=song.has_vocals, vocal_regions=song.vocal_regions,
             language=song.language, language_confidence=song.language_confidence or None, outcome=outcome,
             words_model=wrote, separated=song.separated,

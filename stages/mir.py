@@ -13,16 +13,15 @@ A song that no longer decodes is a reject (its error class from the decoder).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import Field
 
-from .. import audio
-from ..mir.config import MirSettings
-from ..pipeline.registry import register
-from ..pipeline.stage import Resources, Stage, StageConfig
-from ..schemas import MirRecord, Reject, ToolVersion
+from mfpipe import audio
+from mfpipe.mir.config import MirSettings
+from mfpipe.pipeline.registry import register
+from mfpipe.pipeline.stage import Resources, Stage, StageConfig
+from mfpipe.schemas import MirRecord, Reject, ToolVersion
 
 
 class MirConfig(MirSettings, StageConfig):
@@ -43,11 +42,11 @@ class MirStage(Stage):
     summary = "madmom beats/downbeats/meter, essentia key + loudness, Chordino chords (CPU, decode once)"
 
     def setup(self) -> None:
-        from ..mir import MirAnalyzer
+        from mfpipe.mir import MirAnalyzer
 
         self.analyzer = MirAnalyzer(self.cfg)
         self._tools = self.analyzer.tool_versions()
-        self._settings = json.dumps(self.analyzer.settings(), sort_keys=True, separators=(",", ":"))
+        self.provenance_settings = self.settings_text(self.analyzer.settings())
 
     def tool_versions(self) -> list[ToolVersion]:
         return self._tools
@@ -56,7 +55,7 @@ class MirStage(Stage):
         return [self._analyse(row) for row in rows]
 
     def _analyse(self, row: dict[str, Any]) -> MirRecord | Reject:
-        from ..mir import SAMPLE_RATE
+        from mfpipe.mir import SAMPLE_RATE
 
         try:
             audio.file_size(row["source"])  # decoders report a missing file as undecodable: ask first
@@ -75,6 +74,6 @@ class MirStage(Stage):
         return MirRecord(
             song_id=row["song_id"],
             source=row["source"],
-            provenance=self.provenance(settings=self._settings, notes=notes),
+            provenance=self.provenance(notes=notes),
             **facts.record_fields(),
         )

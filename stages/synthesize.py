@@ -27,21 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field, model_validator
 
+from mfpipe.backends.llm import OUTAGE_ERRORS, LlmConfig
+from mfpipe.consistency import ConsistencyConfig, check_song
 from mfpipe.lint import GateConfig, ItemGate
-
-from ..backends.llm import OUTAGE_ERRORS, LlmConfig
-from ..consistency import ConsistencyConfig, check_song
-from ..pipeline.registry import register
-from ..pipeline.stage import Deferred, Resources, Stage, StageConfig, StageSettings
-from ..schemas import LlmUsage, ModelRef, Reject
-from ..schemas.synthesize import (
+from mfpipe.pipeline.registry import register
+from mfpipe.pipeline.stage import Deferred, Resources, Stage, StageConfig, StageSettings
+from mfpipe.schemas import LlmUsage, ModelRef, Reject
+from mfpipe.schemas.synthesize import (
     SKILLS,
     GateEvent,
     MetadataDraft,
@@ -51,7 +49,7 @@ from ..schemas.synthesize import (
     caption_draft,
     qa_draft,
 )
-from ..songfacts import (
+from mfpipe.songfacts import (
     INSTRUMENTAL,
     SongInputs,
     is_instrumental,
@@ -160,13 +158,23 @@ class SynthesizeStage(Stage):
 
     # ------------------------------------------------------------ worker side
     def setup(self) -> None:
-        from ..backends.llm import LlmSession
-        from ..prompts import load_prompt
+        from mfpipe.backends.llm import LlmSession
+        from mfpipe.prompts import load_prompt
 
         self.prompt = load_prompt(self.cfg.prompt)
         self.tolerance = self.shared.consistency
         self.session = LlmSession(self.shared.llm)
         self.llm = self.session.llm
+        self.model_refs = [ModelRef(role="llm", name=self.llm.model)]
+        self.prompt_ref = self.prompt.ref()
+        cfg = self.cfg
+        self.provenance_settings = self.settings_text({
+            **self.llm.settings(), "target_words": cfg.target_words, "caption_band": list(cfg.band()),
+            "qa_open_per_skill": cfg.qa_open_per_skill, "qa_choice_per_skill": cfg.qa_choice_per_skill,
+            "fallback_per_skill": [cfg.fallback_open_per_skill, cfg.fallback_choice_per_skill],
+            "choice_options": cfg.choice_options, "ground_metadata": cfg.ground_metadata,
+            "min_chord_s": cfg.min_chord_s, "gate": cfg.gate.model_dump(),
+            "parts": ["caption", "metadata", *(f"qa/{s}" for s in SKILLS)]})
 
     def teardown(self) -> None:
         if getattr(self, "session", None) is not None:
@@ -329,12 +337,7 @@ class SynthesizeStage(Stage):
             song_id=row["song_id"], source=row["source"],
             caption=caption, caption_words=len(caption.split()), metadata=metadata, qa=qa,
             flags=flags, inputs=song.present, usage=usage, gated=gated,
-            provenance=self.provenance(
-                models=[ModelRef(role="llm", name=self.llm.model)],
-                prompt=self.prompt.ref(),
-                settings=json.dumps(self._settings(), sort_keys=True),
-                notes=notes,
-            ),
+            provenance=self.provenance(notes=notes),
         )
 
     def _qa_items(self, row: dict[str, Any], skill: str, draft: Any) -> list[QaItem]:
@@ -370,11 +373,3 @@ class SynthesizeStage(Stage):
         changed = [k for k, v in update.items() if getattr(metadata, k) != v]
         return metadata.model_copy(update=update), changed
 
-    def _settings(self) -> dict[str, Any]:
-        cfg = self.cfg
-        return {**self.llm.settings(), "target_words": cfg.target_words, "caption_band": list(cfg.band()),
-                "qa_open_per_skill": cfg.qa_open_per_skill, "qa_choice_per_skill": cfg.qa_choice_per_skill,
-                "fallback_per_skill": [cfg.fallback_open_per_skill, cfg.fallback_choice_per_skill],
-                "choice_options": cfg.choice_options, "ground_metadata": cfg.ground_metadata,
-                "min_chord_s": cfg.min_chord_s, "gate": cfg.gate.model_dump(),
-                "parts": ["caption", "metadata", *(f"qa/{s}" for s in SKILLS)]}

@@ -160,11 +160,11 @@ class ExportResult:
 # ------------------------------------------------------------------ reading the stage outputs
 
 
-def _read(store, stage: str, columns: list[str] | None = None) -> pa.Table | None:
+def _read(store, stage: str, columns: list[str]) -> pa.Table | None:
+    """The columns export uses of a stage's rows (None when the stage wrote nothing)."""
     if not store.has_output(stage):
         return None
-    table = store.read(store.stage_dir(stage))
-    return table.select([c for c in columns if c in table.column_names]) if columns else table
+    return store.read_columns(store.stage_dir(stage), columns)
 
 
 def _by_song(table: pa.Table | None) -> dict[str, dict[str, Any]]:
@@ -207,7 +207,7 @@ class Lookups:
             table = _read(store, stage, ["song_id", "provenance"])
             provenance[stage] = {} if table is None else dict(zip(table["song_id"].to_pylist(),
                                                                   table["provenance"].to_pylist()))
-        filt = _read(store, "filter")
+        filt = _read(store, "filter", ["song_id", "provenance", "caption", "qa"])
         return cls(ingest=ingest, mir={sid: mir_facts(r) for sid, r in _by_song(mir_table).items()},
                    provenance=provenance, filter=None if filt is None else _by_song(filt))
 

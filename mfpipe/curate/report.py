@@ -36,8 +36,7 @@ SKILL_ORDER = ("caption", "temporal", "attribute", "harmony_theory", "lyric_voca
 def _column(store, stage: str, columns: list[str]) -> list[dict[str, Any]]:
     if not store.has_output(stage):
         return []
-    table = store.read(store.stage_dir(stage))  # columns an older output lacks come out missing
-    return table.select([c for c in columns if c in table.column_names]).to_pylist()
+    return store.read_columns(store.stage_dir(stage), columns).to_pylist()  # only these; missing ones: null
 
 
 def gather(store) -> dict[str, Any]:

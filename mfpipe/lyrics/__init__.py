@@ -6,9 +6,10 @@
   fallback / `language_unsupported` decision;
 - `regions_asr`: an `mfpipe.backends.asr.Asr` run on the vocal regions only;
 - `guard`: hallucination rules on the word list;
-- `core`: the parts in order for a batch of songs;
-- `testaudio`: spoken lines over rendered music with known truth, and real
-  instrumental recordings from Debian, for tests and benchmarks.
+- `core`: the parts in order for a batch of songs.
+
+(Spoken lines over rendered music with known truth, for tests and benchmarks, are rendered by
+`tests/support/render_voice.py`.)
 
 Nothing heavy is imported here: each module loads its models when used.
 """

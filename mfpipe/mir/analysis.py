@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..schemas import ToolVersion
-from .config import MirBeatsConfig, MirChordsConfig, MirKeyConfig, MirLoudnessConfig, MirSettings
-from .form import FormConfig, analyse_form
+from .config import FormConfig, MirBeatsConfig, MirChordsConfig, MirKeyConfig, MirLoudnessConfig, MirSettings
+from .form import analyse_form
 from .labels import spell_key
 
 # madmom's RNNs were trained on 44.1 kHz audio, Chordino and essentia's key profiles

@@ -37,110 +37,21 @@ repetition check):
    repetition count and loudness, each with a confidence; below
    `name_min_confidence` the name is null.
 
-Everything else in this module is plumbing. `plain_laplacian` is the untuned
-textbook method (librosa's example: CQT + MFCC on beats, k = 5, no downbeat
-snapping, no post-processing), kept for the benchmark's comparison.
-librosa and scipy are imported inside the functions (librosa's import is slow).
+Everything else in this module is plumbing; the settings are `mfpipe.mir.config.FormConfig`, beside
+the other MIR tools' (the untuned textbook method the benchmark compares with lives with the test
+renders, `tests/support/form_baseline.py`). librosa and scipy are imported inside the functions
+(librosa's import is slow).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from ..config import Section
-
-NAMES = ("intro", "verse", "chorus", "bridge", "outro")
-
-
-class FormConfig(Section):
-    """Parameters of the song-form analysis (defaults tuned on `form_synth` renders)."""
-
-    enabled: bool = Field(True, description="Run the form analysis at all.")
-    min_duration_s: float = Field(10.0, ge=0, description="Songs shorter than this get no sections (a note says why).")
-    silence_dbfs: float = Field(-60.0, description="A song whose peak stays below this (dBFS) is silent: no sections.")
-    # --- grid
-    min_beats: int = Field(8, ge=2, description="Fewer beats than this: a fixed grid of fallback_bar_s instead.")
-    fallback_beats_per_bar: int = Field(4, ge=1, description="Bar length (beats) when beats come without "
-                                        "downbeats.")
-    fallback_bar_s: float = Field(2.0, gt=0, description="Bar length (s) of the fixed grid used when there are no "
-                                  "beats.")
-    gap_fill_ratio: float = Field(1.5, gt=1.0, description="A gap between downbeats longer than this many median "
-                                  "bars is filled with evenly spaced bars (and the song's ends extended at the "
-                                  "median bar length).")
-    max_units: int = Field(800, ge=16, description="At most this many analysis units: longer songs group consecutive "
-                                                   "bars, so every matrix stays max_units x max_units.")
-    # --- features
-    feature_sample_rate: int = Field(11025, ge=4000, description="The audio is resampled to this rate for the "
-                                     "features.")
-    n_fft: int = Field(4096, ge=256, description="STFT size at feature_sample_rate.")
-    hop_length: int = Field(1024, ge=64, description="STFT hop at feature_sample_rate.")
-    feature_chunk_s: float = Field(60.0, ge=0, description="Spectra are computed this many seconds at a time "
-                                                           "(memory bound for long songs); 0: the whole song at once.")
-    n_mfcc: int = Field(13, ge=2, description="MFCCs (timbre) per frame, the 0th (energy) included.")
-    n_mels: int = Field(64, ge=8, description="Mel bands the MFCCs are computed from.")
-    slots_per_bar: int = Field(4, ge=1, description="Each bar is cut into this many equal slots; slot features are "
-                                                    "stacked into the bar's vector.")
-    timbre_weight: float = Field(3.0, ge=0, description="Weight of the (standardised) MFCC block against the chroma "
-                                                        "block in a unit's vector.")
-    chroma_embed_units: int = Field(2, ge=1, description="A unit's chroma is stacked with that of the next units "
-                                                         "(delay embedding), this many in all.")
-    # --- recurrence and Laplacian
-    recurrence_k: int | None = Field(None, ge=1, description="Neighbours per unit in the recurrence matrix; None: "
-                                                             "2*ceil(sqrt(units)) (librosa's default).")
-    recurrence_width: int = Field(2, ge=1, description="Units closer than this in time are never neighbours.")
-    lag_filter_units: int = Field(3, ge=1, description="Length of the median filter along the recurrence matrix's "
-                                                       "diagonals (in units).")
-    path_weight: float | None = Field(None, ge=0, le=1, description="Weight of the neighbour (path) graph against the "
-                                                                    "recurrence graph; None: McFee & Ellis' degree "
-                                                                    "balance.")
-    eigen_smooth_units: int = Field(3, ge=1, description="Median filter over time of the Laplacian eigenvectors.")
-    k_min: int = Field(2, ge=1, description="Fewest section types tried.")
-    k_max: int = Field(8, ge=1, description="Most section types tried.")
-    k_selection: Literal["eigengap", "fixed"] = Field("eigengap", description="How the number of clusters is chosen: "
-                                                                              "largest eigengap in [k_min, k_max], or "
-                                                                              "k_fixed.")
-    k_fixed: int = Field(5, ge=1, description="Clusters when k_selection = fixed.")
-    kmeans_restarts: int = Field(8, ge=1, description="k-means restarts (the best is kept); seeded, so deterministic.")
-    # --- sections and labels
-    novelty_half_units: int = Field(4, ge=1, description="Half-width (units) of the checkerboard kernel of the novelty "
-                                                         "curve that boundaries are refined on.")
-    refine_units: int = Field(2, ge=0, description="A boundary moves to the novelty peak within this many units "
-                                                   "(0: no refinement).")
-    prune_weak: bool = Field(True, description="Drop clustering boundaries whose two sides do not contrast by "
-                                               "contrast_threshold (before the stripe boundaries are added).")
-    stripes: bool = Field(True, description="Add the ends of repeated passages (diagonal stripes of the "
-                                            "self-similarity) as boundaries.")
-    stripe_similarity: float = Field(0.9, ge=0, le=1, description="Cosine at which a unit counts as repeating "
-                                                                  "another (stripes).")
-    stripe_min_bars: int = Field(6, ge=2, description="Shortest repeated passage (bars) whose ends count.")
-    contrast_split: bool = Field(True, description="Split a segment where its two parts are unlike (the clustering "
-                                                   "may lump a short intro with the verse).")
-    contrast_threshold: float = Field(0.05, ge=0, le=2, description="A segment is split when its parts' mean inner "
-                                                                    "similarity exceeds their cross similarity by "
-                                                                    "this much (cosine units).")
-    label_max_shift_units: int = Field(2, ge=0, description="Segments are compared at offsets up to this many units "
-                                                            "(a boundary a bar early or late).")
-    min_section_bars: int = Field(4, ge=1, description="Segments shorter than this (bars) are merged into a neighbour.")
-    split_repeats: bool = Field(True, description="Split a segment that is its own first part played again (A A).")
-    split_min_bars: int = Field(8, ge=2, description="Shortest part a repeated segment is split into (bars).")
-    split_similarity: float = Field(0.9, ge=0, le=1, description="Mean cosine similarity of the aligned bars at which "
-                                                                  "a segment counts as played twice.")
-    repeat_similarity: float = Field(0.85, ge=0, le=1, description="Mean cosine similarity of aligned bars at which "
-                                                                   "two segments get the same label.")
-    # --- naming
-    name_sections: bool = Field(True, description="Guess names (intro, verse, chorus, bridge, outro).")
-    name_min_confidence: float = Field(0.5, ge=0, le=1, description="Names with a lower confidence are left null.")
-    intro_max_bars: int = Field(12, ge=1, description="A first, unrepeated section up to this long may be the intro.")
-    outro_max_bars: int = Field(16, ge=1, description="A last, unrepeated section up to this long may be the outro.")
-    chorus_margin_db: float = Field(2.0, ge=0, description="Score lead (dB) over the other repeated labels that "
-                                                           "makes the chorus guess fully confident.")
-    chorus_count_bonus_db: float = Field(0.5, ge=0, description="Chorus score: a label's loudness (dB) plus this "
-                                                                "much per occurrence.")
+from .config import FormConfig
 
 
 @dataclass
@@ -650,10 +561,10 @@ def _label_segments(segments: list[list[int]], vectors: np.ndarray, cfg: FormCon
             if sim >= best_sim:
                 best, best_sim = labels[j], sim
         labels.append(best if best is not None else (max(labels) + 1 if labels else 0))
-    return [_letter(x) for x in labels]
+    return [letter(x) for x in labels]
 
 
-def _letter(i: int) -> str:
+def letter(i: int) -> str:
     out = ""
     i += 1
     while i:
@@ -728,59 +639,3 @@ def _name_sections(sections: list[dict[str, Any]], segments: list[list[int]], lo
         if conf >= cfg.name_min_confidence:
             sections[i]["name"] = name
             sections[i]["confidence"] = round(float(min(conf, 1.0)), 3)
-
-
-# ------------------------------------------------------------------ the textbook baseline
-
-
-def plain_laplacian(mono: np.ndarray, sample_rate: int, beats: np.ndarray | list[float], duration_s: float,
-                    k: int = 5) -> FormResult:
-    """McFee & Ellis as in librosa's example, untuned: CQT (36 bins/octave, 7 octaves, 22050 Hz) and
-    MFCC synced to the beats, width-3 recurrence, 7-beat diagonal filter, 9-beat eigenvector
-    smoothing, k = 5; boundaries wherever the cluster changes (on beats, no downbeat snapping)."""
-    import librosa
-    import scipy.linalg
-    import scipy.ndimage
-    import scipy.sparse.csgraph
-    import soxr
-    from scipy.cluster.vq import kmeans2
-
-    result = FormResult()
-    sr, hop = 22050, 512
-    y = soxr.resample(np.asarray(mono, dtype=np.float32), sample_rate, sr).astype(np.float32)
-    beats = np.asarray(beats, dtype=float)
-    if len(beats) < 2 * k:
-        result.sections = [{"start": 0.0, "end": float(duration_s), "label": "A", "name": None, "confidence": None}]
-        result.notes.append("form(plain): too few beats")
-        return result
-    cqt = librosa.amplitude_to_db(np.abs(librosa.cqt(y=y, sr=sr, hop_length=hop, bins_per_octave=36, n_bins=252)),
-                                  ref=np.max)
-    beat_frames = librosa.util.fix_frames(librosa.time_to_frames(beats, sr=sr, hop_length=hop), x_min=0)
-    csync = librosa.util.sync(cqt, beat_frames, aggregate=np.median)
-    rec = librosa.segment.recurrence_matrix(csync, width=3, mode="affinity", sym=True)
-    rec = librosa.segment.timelag_filter(scipy.ndimage.median_filter)(rec, size=(1, 7))
-    mfcc = librosa.feature.mfcc(y=y, sr=sr, hop_length=hop)
-    msync = librosa.util.sync(mfcc, beat_frames)
-    path_distance = np.sum(np.diff(msync, axis=1) ** 2, axis=0)
-    path_sim = np.exp(-path_distance / np.median(path_distance))
-    path = np.diag(path_sim, k=1) + np.diag(path_sim, k=-1)
-    deg_path, deg_rec = path.sum(axis=1), rec.sum(axis=1)
-    mu = deg_path.dot(deg_path + deg_rec) / np.sum((deg_path + deg_rec) ** 2)
-    lap = scipy.sparse.csgraph.laplacian(mu * rec + (1 - mu) * path, normed=True)
-    _, evecs = scipy.linalg.eigh(lap)
-    evecs = scipy.ndimage.median_filter(evecs, size=(9, 1))
-    cnorm = np.cumsum(evecs ** 2, axis=1) ** 0.5
-    x = evecs[:, :k] / np.maximum(cnorm[:, k - 1: k], 1e-12)
-    _, ids = kmeans2(x, k, minit="++", seed=np.random.default_rng(0))
-    bound = 1 + np.flatnonzero(ids[:-1] != ids[1:])
-    bound = librosa.util.fix_frames(bound, x_min=0)
-    times = librosa.frames_to_time(beat_frames, sr=sr, hop_length=hop)
-    starts = [float(times[b]) if b < len(times) else float(duration_s) for b in bound]
-    starts[0] = 0.0
-    for i, b in enumerate(bound):
-        end = starts[i + 1] if i + 1 < len(bound) else float(duration_s)
-        if end > starts[i]:
-            seg_id = int(ids[min(b, len(ids) - 1)])
-            result.sections.append({"start": starts[i], "end": end, "label": _letter(seg_id), "name": None,
-                                    "confidence": None})
-    return result

@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from mfpipe import fingerprint_synth
 from mfpipe.dedup import ClipMatchSettings, ClipScreen, Copy, NearDuplicates, NearDuplicateSettings, Song
 from mfpipe.fingerprint import fingerprint_source
 from mfpipe.schemas import RunInfo
 from mfpipe.screening import load_exclusions
 from mfpipe.store import OutputStore
+from support import fingerprint_synth
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ served by a local S3-compatible server (moto) through s3fs.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pyarrow as pa
@@ -117,3 +118,54 @@ def test_one_writer_per_output_folder_on_object_stores_too(remote_url):
                                                       "expires_at": time.time() - 1}).encode())
     with second.lock("run-c", lease_s=30):
         assert json.loads(second.fs.cat_file(second.join(LEASE)))["run_id"] == "run-c"
+
+
+@pytest.fixture
+def s3_url(s3_server, monkeypatch):
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    import s3fs
+
+    bucket = f"mfpipe-test-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+    return f"s3://{bucket}/out"
+
+
+def test_two_runs_that_race_for_an_s3_lease_cannot_both_win(s3_url):
+    """Both read "no lease" before either writes (the window a read-then-write lease leaves open): the
+    create-only write lets exactly one of them take it."""
+    from mfpipe.store import OutputLockedError
+
+    first, second = OutputStore(s3_url), OutputStore(s3_url)
+    assert first._read_lease(first.join("_lease.json")) is None  # both start from nothing
+    real_read = second._read_lease
+    second._read_lease = lambda path: None  # the second run's read happened before the first run's write
+    with first.lock("run-a", lease_s=30):
+        with pytest.raises(OutputLockedError, match="at the same moment"):
+            with second.lock("run-b", lease_s=30):
+                pass
+        second._read_lease = real_read
+        assert json.loads(first.fs.cat_file(first.join("_lease.json")))["run_id"] == "run-a"
+
+
+def test_a_stalled_run_cannot_overwrite_its_successors_s3_lease(s3_url):
+    """A run stalls past its lease; a successor takes the folder. When the stalled run wakes, its renewal
+    (if-match on the ETag it knew) fails: it marks the lease lost and writes no more shards, and the
+    successor's lease stands."""
+    import time
+
+    from mfpipe.store import OutputLockedError
+
+    stalled = OutputStore(s3_url)
+    with stalled.lock("stalled", lease_s=3):
+        lease = stalled.join("_lease.json")
+        successor = {"run_id": "successor", "token": "t2", "expires_at": time.time() + 600}
+        stalled.fs.pipe_file(lease, json.dumps(successor).encode())  # what the successor wrote meanwhile
+        deadline = time.time() + 10
+        while not stalled.lease_lost.is_set() and time.time() < deadline:
+            time.sleep(0.2)
+        assert stalled.lease_lost.is_set()
+        with pytest.raises(OutputLockedError, match="lost its lease"):
+            _write(stalled, _rows(0, 2))
+        assert json.loads(stalled.fs.cat_file(lease))["run_id"] == "successor"
+    assert json.loads(stalled.fs.cat_file(lease))["run_id"] == "successor"  # not removed on the way out

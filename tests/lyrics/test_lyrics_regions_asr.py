@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mfpipe.backends.asr import Transcript, WordStamp
-from mfpipe.lyrics import testaudio
 from mfpipe.lyrics.regions_asr import transcribe_regions
+from support import render_voice as testaudio
 
 RATE = 16000
 

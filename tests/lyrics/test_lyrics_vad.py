@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfpipe.lyrics import testaudio
 from mfpipe.lyrics.vad import (
     SAMPLE_RATE,
     VadConfig,
@@ -17,6 +16,7 @@ from mfpipe.lyrics.vad import (
     pad_regions,
     regions_seconds,
 )
+from support import render_voice as testaudio
 
 
 def test_merge_pad_and_join():
@@ -55,7 +55,7 @@ def test_cut_regions_maps_clip_time_back_to_song_time():
 
 
 def test_instrumental_renders_have_no_vocal_regions(vad):
-    from mfpipe.mir.synth import TEST_SONGS
+    from support.render_mir import TEST_SONGS
 
     for spec in TEST_SONGS[:4]:
         res = vad.detect(testaudio.render_instrumental(spec).audio)

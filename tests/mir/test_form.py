@@ -1,6 +1,6 @@
 """Song form (sections, repetition labels, names) on renders whose form is known.
 
-Thresholds were measured on the renders of `mfpipe.mir.form_synth` (bench/form.py
+Thresholds were measured on the renders of `tests/support/render_form.py` (bench/form.py
 prints the figures) and are set with a margin below them: boundary F@3s and
 pairwise label F measured 1.00 and >= 0.96 per render with the true beat grid,
 1.00 and >= 0.96 with madmom's grid.
@@ -16,9 +16,11 @@ import mir_eval
 import numpy as np
 import pytest
 
-from mfpipe.mir import form_synth as fs
-from mfpipe.mir.form import NAMES, FormConfig, analyse_form, bar_grid, plain_laplacian
-from mfpipe.mir.synth import RATE
+from mfpipe.mir.config import NAMES, FormConfig
+from mfpipe.mir.form import analyse_form, bar_grid
+from support import render_form as fs
+from support.form_baseline import plain_laplacian
+from support.render_mir import RATE
 
 CFG = FormConfig()
 RENDERS = {spec.name: spec for spec in (make() for make in fs.FORMS + fs.HELD_OUT)}

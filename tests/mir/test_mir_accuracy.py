@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mfpipe.mir.evaluate import frame_agreement, matched_fraction
-from mfpipe.mir.synth import TEST_SONGS
+from support.render_mir import TEST_SONGS
 
 pytestmark = pytest.mark.slow
 NAMES = [spec.name for spec in TEST_SONGS]

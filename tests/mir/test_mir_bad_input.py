@@ -8,11 +8,11 @@ import pytest
 import soundfile as sf
 
 from mfpipe.mir import SAMPLE_RATE, MirAnalyzer
-from mfpipe.mir.synth import TEST_SONGS, render
 from mfpipe.pipeline.config import load_config
 from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import MirRecord, Reject
 from mfpipe.stages.mir import MirStage
+from support.render_mir import TEST_SONGS, render
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def test_long_songs_are_decoded_in_segments_like_one_pass(analyzer):
     from mfpipe.mir.analysis import BeatTracker
     from mfpipe.mir.config import MirBeatsConfig
     from mfpipe.mir.evaluate import matched_fraction
-    from mfpipe.mir.synth import SongSpec
+    from support.render_mir import SongSpec
 
     song = render(SongSpec(126, 4, "E", "minor", ["Em", "C", "D", "B7"], bars=50, seed=9))  # 96 s
     tracker = analyzer.tools["beats"]

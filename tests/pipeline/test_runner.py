@@ -135,3 +135,17 @@ def test_a_song_that_kills_its_worker_is_rejected_and_the_run_goes_on(songs, tmp
     rejects = read_dir(tmp_path / "rejects" / "toy_crash")
     assert list(rejects["error"]) == ["worker_crash"]
     assert rejects["source"].iloc[0].endswith("s0.wav")
+
+
+@pytest.mark.slow
+def test_a_song_whose_worker_dies_once_is_retried_not_rejected(songs, tmp_path):
+    """A worker killed once under a song (the OOM killer, a node agent) is no verdict on the song: it goes
+    again alone and is written; only a second death while alone makes a `worker_crash` reject."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "TOY_CRASH_BELOW": "3", "TOY_CRASH_ONCE_DIR": str(marks)}
+    proc = subprocess.run([sys.executable, "-c", CRASH_RUN, str(songs), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT 4 4 0" in proc.stdout and len(list(marks.iterdir())) == 1  # it did die, once
+    assert read_dir(tmp_path / "out" / "rejects" / "toy_crash").empty

@@ -10,7 +10,8 @@ import pytest
 from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import FilterRecord, Reject
 from mfpipe.stages.filter import FilterStage
-from mfpipe.stages.think import Item, ThinkStage
+from mfpipe.stages.think import ThinkStage
+from mfpipe.think.select import Item
 from support.think_data import HARBOR, config, settle
 
 pytestmark = pytest.mark.slow

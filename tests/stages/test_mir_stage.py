@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from mfpipe.mir import SAMPLE_RATE
 from mfpipe.mir.evaluate import frame_agreement, matched_fraction
-from mfpipe.mir.synth import TEST_SONGS, render
 from mfpipe.pipeline.cli import app
+from support.render_mir import TEST_SONGS, render
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(str(resources.files("mfpipe.examples")))

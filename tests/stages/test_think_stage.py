@@ -15,7 +15,9 @@ from mfpipe.factcheck import mir_check
 from mfpipe.pipeline.stage import RunInfo
 from mfpipe.schemas import Reject, ThinkRecord
 from mfpipe.songfacts import measured
-from mfpipe.stages.think import Item, ThinkStage
+from mfpipe.stages.think import ThinkStage
+from mfpipe.think.chains import apply_fix
+from mfpipe.think.select import Item, select_items
 from mfpipe.think.steps import Ask, judge_step
 from mfpipe.thinktext import parse
 from support.think_data import HARBOR, RIGHT, TRUTH, WRONG, config, mir_row, settle
@@ -75,7 +77,7 @@ def assert_rechecked(stage, job, song, results, first_draft):
     """After a rewrite the chain's verdicts are those of its NEW text, checked again."""
     for text, kind, check in zip(job.steps, job.kinds, job.checks):
         assert song.checked[text] == check
-        expected = judge_step(text, kind, measured(song.row), stage.tolerance, stage.cfg.gate.checks)
+        expected = judge_step(text, kind, measured(song.row), stage.maker.tolerance, stage.cfg.gate.checks)
         if isinstance(expected, Ask):
             assert check.checked_by == "audio_lm"
         else:
@@ -104,9 +106,14 @@ class ScriptedFixes(ThinkStage):
 
     script: list[tuple[list[str], str]] = []
 
-    async def rewrite(self, song, job):
-        fixes, answer = self.script[job.rewrites]
-        self.apply_fix(job, fixes, answer)
+    def setup_stage(self) -> None:
+        super().setup_stage()
+
+        async def rewrite(song, job):
+            fixes, answer = self.script[job.rewrites]
+            apply_fix(job, fixes, answer)
+
+        self.maker.rewrite = rewrite
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +177,11 @@ def test_selection_takes_kept_items_the_audio_lm_got_wrong_first_then_hard_skill
               for i in range(len(qa))]
     row = {"synthesize": {"qa": qa}, "filter": {"qa": judged}}
     stage = ThinkStage.from_config(config("think.max_chains_per_song=10"), RunInfo("t", "t"))
-    picked = stage.select(row)
+    picked = select_items(row, stage.cfg)
     # 0: audio-LM wrong (3 too, but the filter dropped it); then hard skills, skills taking turns
     assert [p.index for p in picked] == [0, 1, 5, 2]
     assert "audio-LM itself chose" in picked[0].because and "hard_skills" in picked[1].because
-    assert [p.index for p in think_stage.select(row)] == [0, 1]  # cpu profile: at most 2 per song
+    assert [p.index for p in select_items(row, think_stage.cfg)] == [0, 1]  # cpu profile: at most 2 per song
 
 
 def test_whole_batch_with_the_real_llm(think_stage, song_rows, filter_stage):
@@ -189,7 +196,7 @@ def test_whole_batch_with_the_real_llm(think_stage, song_rows, filter_stage):
         assert mine, "every song gets a record or rejects"
         records = [r for r in mine if isinstance(r, ThinkRecord)]
         rejects = [r for r in mine if isinstance(r, Reject)]
-        selected = think_stage.select(row)
+        selected = select_items(row, think_stage.cfg)
         assert len(records) <= 1
         if records:
             (record,) = records

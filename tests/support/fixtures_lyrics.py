@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mfpipe.lyrics import testaudio
+from support import render_voice as testaudio
 
 LOUDNESS_DB = (3.0, 0.0, -6.0)  # voice RMS relative to the music's
 

@@ -8,7 +8,7 @@ import soundfile as sf
 from mfpipe.audio import load_mono
 from mfpipe.mir import SAMPLE_RATE, MirAnalyzer
 from mfpipe.mir.config import MirSettings
-from mfpipe.mir.synth import TEST_SONGS, render
+from support.render_mir import TEST_SONGS, render
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Fixtures for the fingerprint tests: one rendered song, its copies, unrelated songs and an evaluation clip.
 
-Rendered once per session with the project's renderers (`mfpipe.mir.synth`, `mfpipe.mir.form_synth`) at
+Rendered once per session with the project's renderers (`support.render_mir`, `support.render_form`) at
 32 kHz (short songs: the suite's time budget); ffmpeg makes the MP3s at 128 kbit/s.
 """
 
@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from mfpipe.mir.form_synth import FormSpec, Part, Texture, render_form
-from mfpipe.mir.synth import SongSpec, render
+from support.render_form import FormSpec, Part, Texture, render_form
+from support.render_mir import SongSpec, render
 
 RATE = 32000
 PROGRESSION = ("C", "G", "Am", "F")

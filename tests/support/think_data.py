@@ -61,12 +61,12 @@ def settle(stage, row: dict, drafts: list[tuple]):
     rewrite loop; → [(job, song, results)]."""
     songs, jobs = {}, []
     for n, (item, steps, answer, *kinds) in enumerate(drafts):
-        song = stage.prepare(row)
-        job = stage.job(n, song, item)
+        song = stage.maker.prepare(row)
+        job = stage.maker.job(n, song, item)
         job.steps, job.answer = list(steps), answer
         job.kinds = list(kinds[0]) if kinds else [None] * len(steps)
         song.jobs.append(job)
         songs[n] = song
         jobs.append(job)
-    stage.session.run(stage.settle(songs, jobs))
-    return [(job, songs[n], stage.results(songs[n])) for n, job in enumerate(jobs)]
+    stage.session.run(stage.maker.settle(songs, jobs))
+    return [(job, songs[n], stage.results(row, songs[n])) for n, job in enumerate(jobs)]

@@ -92,7 +92,15 @@ class CrashStage(Stage):
 
     def process_batch(self, rows):
         crash_below = float(os.environ.get("TOY_CRASH_BELOW", "0"))
-        if any(r["duration_s"] < crash_below for r in rows):
+        once = os.environ.get("TOY_CRASH_ONCE_DIR")  # crash only the first time a song is seen
+        for r in rows:
+            if r["duration_s"] >= crash_below:
+                continue
+            mark = os.path.join(once, r["song_id"]) if once else None
+            if mark and os.path.exists(mark):
+                continue
+            if mark:
+                open(mark, "w").close()
             ctypes.string_at(0)  # faults in this thread, unlike os.kill, which any thread may take
         return [DoubledRecord(song_id=r["song_id"], source=r["source"], provenance=self.provenance(),
                               doubled=2 * r["duration_s"], tags=[]) for r in rows]

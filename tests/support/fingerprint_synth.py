@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fingerprint import ITEM_S
+from mfpipe.fingerprint import ITEM_S
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 - `speak(text, voice)`: one line spoken by espeak-ng (Debian package `espeak-ng`), float32
   mono at the rate asked for, leading and trailing silence trimmed.
-- `render_voice_mix(lines, voice_db=...)`: a song from `mfpipe.mir.synth` with the lines
+- `render_voice_mix(lines, voice_db=...)`: a song from `tests/support/render_mir.py` with the lines
   placed at known times, each line scaled so its RMS is `voice_db` dB above (or below)
   the music's RMS over the same span. Returns the mix and the truth (text, language,
   start, end of every line, song-absolute seconds).
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from ..mir import synth
+from support import render_mir as synth
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def cache_dir() -> Path:
     env = os.environ.get("MFPIPE_TEST_AUDIO")
     if env:
         return Path(env).expanduser()
-    from ..localmodels import models_dir
+    from mfpipe.localmodels import models_dir
 
     return models_dir().parent / "test-audio"
 

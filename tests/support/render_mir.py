@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import chord_triad, pitch_class
+from mfpipe.mir.labels import chord_triad, pitch_class
 
 RATE = 44100
 _INTERVALS = {"": (0, 4, 7), "m": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10)}

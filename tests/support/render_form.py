@@ -1,6 +1,6 @@
 """Songs with a known FORM (sections and which of them repeat), for the song-form tests and benchmark.
 
-Built on the numpy instruments of `mfpipe.mir.synth`: a form is a list of
+Built on the numpy instruments of `tests/support/render_mir.py`: a form is a list of
 sections; each section type (a `Part`: label, name, chord progression, bar
 count, `Texture`) is rendered ONCE and pasted wherever it occurs, so repeats are
 sample-identical. Parts differ in chords and in arrangement: drum pattern,
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from . import synth
-from .labels import pitch_class
-from .synth import RATE, SongSpec, Timing
+from mfpipe.mir.labels import pitch_class
+from support import render_mir as synth
+from support.render_mir import RATE, SongSpec, Timing
 
 TAIL_S = 1.0  # ring-out after the last bar (as in synth.SongSpec)
 
