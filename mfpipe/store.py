@@ -49,6 +49,7 @@ from fsspec.implementations.local import LocalFileSystem
 REJECTS = "rejects"
 RESOLVED = "_resolved"  # OUT/rejects/<stage>/_resolved/: rejects a later run made good (or superseded)
 RUNS = "_runs"
+COSTS = "_costs"  # OUT/_costs/<stage>/: what each song cost each stage, per run (schemas.SongCost)
 LEASE = "_lease.json"  # object stores: which run writes this output folder, until when
 TMP_PREFIX = ".tmp-"
 COMMITTED = "_committed"  # object stores: one commit record per shard, in each shard folder

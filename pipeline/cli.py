@@ -227,6 +227,11 @@ def _print_summary(result: RunResult) -> None:
                       f"{s.seconds:.1f}")
     out.print(table)
     for s in result.stages:
+        if s.model_loads or s.cpu_seconds:
+            tokens = f", {s.tokens_in:,} + {s.tokens_out:,} tokens" if s.tokens_in or s.tokens_out else ""
+            gpu = f", {s.gpu_seconds:.1f} GPU-s" if s.gpu_seconds else ""
+            console.print(f"{s.stage} cost: {s.cpu_seconds:.1f} CPU-s{gpu}{tokens}; {s.model_loads} model load(s) "
+                          f"({s.model_load_seconds:.1f} s); up to {s.workers} worker(s)")
         if s.counts:
             console.print(f"{s.stage}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s.counts.items()))
         for note in s.notes:
@@ -346,6 +351,43 @@ def check_cmd(
     found = ", ".join(f"{check} {n}" for check, n in summary.by_check.most_common()) or "none"
     console.print(f"checked {summary.items} item(s): {summary.flagged} flagged ({found}); "
                   f"{summary.without_facts} without facts; {summary.errors} unreadable line(s)")
+
+
+@app.command("plan")
+def plan_cmd(
+    output: str = typer.Argument(..., help="Output folder of a finished run (its cost rows, OUT/_costs)."),
+    songs: int = typer.Option(..., "--songs", min=1, help="Songs in the corpus to plan for."),
+    gpus: float = typer.Option(0, "--gpus", min=0, help="GPUs of the cluster."),
+    cpus: float = typer.Option(0, "--cpus", min=0, help="CPUs of the cluster (0: 16 per GPU, or 16)."),
+    gpu_type: Optional[str] = typer.Option(None, "--gpu-type", help="e.g. H100; the run's GPU-seconds are used "
+                                           "as measured: plan from a run on this type."),
+    llm_tokens_per_gpu_s: Optional[float] = typer.Option(None, "--llm-tokens-per-gpu-s", min=0,
+                                                         help="The LLM server's throughput (tokens per "
+                                                              "GPU-second), to count its GPU time too."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Only this run's costs (default: every run)."),
+) -> None:
+    """Project wall time and GPU-hours of a corpus from a finished run's measured per-song costs."""
+    from ..curate import costs
+    from ..store import OutputStore
+
+    per_stage = costs.stage_costs(costs.cost_table(OutputStore(output), run_id))
+    if not per_stage:
+        _fail(f"{output} has no cost rows (OUT/_costs): run a stage there first")
+    cpus = cpus or (16 * gpus if gpus else 16)
+    projection = costs.project(per_stage, songs=songs, gpus=gpus, cpus=cpus,
+                               llm_tokens_per_gpu_s=llm_tokens_per_gpu_s)
+    table = Table(title=f"{songs:,} songs on {gpus:g} GPU(s){f' ({gpu_type})' if gpu_type else ''} and {cpus:g} CPUs")
+    for col in ("stage", "CPU-hours", "GPU-hours", "tokens", "alone on the cluster (h)"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for row in projection.stages:
+        table.add_row(row["stage"], f"{row['cpu_hours']:,.2f}", f"{row['gpu_hours']:,.2f}", f"{row['tokens']:,}",
+                      f"{row['alone_hours']:,.2f}")
+    out.print(table)
+    llm = f" + {projection.llm_gpu_hours:,.2f} for the LLM server" if projection.llm_gpu_hours is not None else ""
+    out.print(f"GPU-hours: {projection.gpu_hours:,.2f}{llm}; CPU-hours: {projection.cpu_hours:,.2f}; wall time "
+              f"(streamed, the busiest resource): {projection.wall_hours:,.2f} h, bound by {projection.bound_by}")
+    for note in projection.notes:
+        out.print(f"note: {note}")
 
 
 @app.command("export")
@@ -483,7 +525,12 @@ def review(
     if served.token:
         console.print("[yellow]listening beyond loopback: anyone with this URL (it holds the token) can review[/]")
     out.print(served.url, soft_wrap=True)
-    server(served).run(sockets=[served.sock])
+    running = server(served)
+    # uvicorn takes Ctrl-C / SIGTERM itself, shuts down gracefully, then raises the signal again: whichever
+    # way it ends, a stop by signal exits with Ctrl-C's usual code.
+    with contextlib.suppress(KeyboardInterrupt):
+        running.run(sockets=[served.sock])
+    raise typer.Exit(130 if running.should_exit else 0)
 
 
 AddressOpt = typer.Option(None, "--address", "-a",

@@ -52,6 +52,8 @@ class RunConfig(Section):
                                         "count: set it for declared GPUs (run.num_gpus) or a cluster whose GPU "
                                         "type Ray does not report; None: nvidia-smi on this machine (a local run), "
                                         "else the cluster's accelerator type, else unknown (declared shares).")
+    pool_idle_s: float = Field(10.0, ge=0, description="Elastic pools: a stage waiting for its upstream lets a "
+                               "worker idle this long go (down to one), so stages with work grow into its share.")
     cpu_rehearsal: bool = Field(False, description="The GPUs declared to Ray (run.num_gpus, or a test cluster's "
                                 "--num-gpus) are not real: GPU stages run their models on the CPU. Only for "
                                 "rehearsing the production plan on a machine without GPUs; without it a worker that "

@@ -7,6 +7,12 @@ barrier schedule a stage simply waits until its upstream stages have finished. S
 `deferred` (a shared service failed) go back to the queue while the `OutageGuard` pauses the stage and
 probes the service. A song whose worker died is retried alone; one that kills a worker again while alone
 is rejected (`worker_crash`); a worker lost with its node (preempted) costs its songs nothing.
+
+The pool is elastic (`pipeline.capacity`): it starts with the stage's planned workers (fewer when there
+is less work), grows one worker at a time into what finished or starved stages free while songs wait
+beyond its idle workers (up to the plan's `max_workers`), gives an idle worker back when a stage short
+of its planned share is owed one, and lets idle workers go while it starves (down to one). Every
+song's cost (wall, CPU, GPU share x wall, tokens, its share of model loads) goes to `OUT/_costs/`.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..schemas import Reject, RunInfo, SongRecord
-from ..store import OutputStore, OutputStoreError
+from ..schemas import Reject, RunInfo, SongCost, SongRecord, arrow_schema, to_table
+from ..store import COSTS, OutputStore, OutputStoreError
 from . import ledger as rejects
 from .board import Board, RowReader
+from .capacity import Capacity
 from .config import RunConfig
 from .ledger import Ledger
 from .outage import OutageGuard
@@ -50,6 +57,13 @@ class StageSummary:
     pending: int = 0  # units left for a later run (a stop, an outage, a failed upstream)
     deferred: int = 0  # times a song was put back because a shared service failed
     busy_seconds: float = 0.0  # time the workers spent on batches (summed over workers)
+    cpu_seconds: float = 0.0  # CPU time of the workers' processes on batches
+    gpu_seconds: float = 0.0  # GPU share x busy time
+    tokens_in: int = 0  # LLM prompt tokens
+    tokens_out: int = 0  # LLM completion tokens
+    model_loads: int = 0  # workers started (each loads the stage's models)
+    model_load_seconds: float = 0.0
+    max_workers: int = 0  # the most workers it held at once (elastic pools)
     counts: dict[str, int] = field(default_factory=dict)  # summed `Stage.counts` of the records written
     first_commit_s: float | None = None  # from the run's start to this stage's first committed shard
     finished_s: float | None = None  # from the run's start to this stage's end
@@ -72,6 +86,7 @@ class FlowContext:
     started: float  # monotonic clock at the run's start
     planned: set[str]
     gates: dict[str, Any] = field(default_factory=dict)  # stage → its corpus gate (`Stage.corpus_gate`)
+    capacity: Capacity | None = None  # the current phase's resources (set by the runner per phase)
 
 
 class StageFlow:
@@ -90,6 +105,12 @@ class StageFlow:
         self.pool: WorkerPool | None = None
         self.sink: Sink | None = None
         self.handed_out = 0
+        self.idle_s = ctx.config.pool_idle_s
+        self.gave_up_waiting = False  # its last worker went while it starved: none until songs are queued
+        # Each song's cost rows (pipeline: OUT/_costs/<stage>/), written as the stage's results are.
+        self.costs = ctx.store.writer(ctx.store.join(COSTS, self.name), arrow_schema(SongCost), ctx.run.run_id,
+                                      max_rows=ctx.config.shard_max_rows, max_mb=ctx.config.shard_max_mb,
+                                      flush_seconds=ctx.config.flush_seconds)
 
     # ------------------------------------------------------------ the loop
     def run(self) -> StageSummary:
@@ -116,13 +137,17 @@ class StageFlow:
         finally:
             if self.pool is not None:
                 self.summary.pending += sum(len(batch) for batch in self.pool.abandon())
-                self.pool.close()
-            if self.sink is not None:
-                try:
+                for grant in self.pool.close():
+                    self.ctx.capacity.give(self.name, grant)
+                self.summary.model_loads = self.pool.loads
+                self.summary.model_load_seconds = round(self.pool.load_seconds, 3)
+            try:
+                if self.sink is not None:
                     self.sink.close()
-                except OutputStoreError as exc:
-                    failed = failed or str(exc)
-                    self.ctx.stop.fail(exc)
+                self.costs.close()
+            except OutputStoreError as exc:
+                failed = failed or str(exc)
+                self.ctx.stop.fail(exc)
         self._finish(failed, time.monotonic() - started)
         return self.summary
 
@@ -155,7 +180,8 @@ class StageFlow:
     def _dispatch(self) -> None:
         if self.outage.paused:
             return
-        if self.pool is None and not self._start_pool():
+        self._size_pool()
+        if self.pool is None:
             return
         size = self.cls.resources(self.settings).batch_size
         for slot in self.pool.idle():
@@ -178,19 +204,48 @@ class StageFlow:
             self.summary.rows_in += sum(1 for k in keys if k not in self.outage.strikes)
             self.pool.submit(slot, self.ctx.reader.batch(self.cls, keys))
 
-    def _start_pool(self) -> bool:
+    def _size_pool(self) -> None:
+        """Start, grow or shrink the pool (see the module docstring)."""
+        capacity, size = self.ctx.capacity, self.cls.resources(self.settings).batch_size
+        queued = len(self.ready.pending) + len(self.alone)
         # Workers start (and load their models) once songs are in sight, also songs still waiting for an
         # upstream stage, so their start-up overlaps the upstream work; a stage with nothing to do starts none.
-        if not (self.ready.pending or self.alone or self.ready.waiting):
-            return False
-        workers = self.plan.workers
-        if self.ready.upstream_finished():  # all the work is known: no more workers than batches
-            size = self.cls.resources(self.settings).batch_size
-            workers = max(1, min(workers, -(-(len(self.ready.pending) + len(self.alone)) // size)))
-        self.pool = WorkerPool(self.cls, self.settings, self.ctx.run, workers, self.plan.cpus, self.plan.gpus,
-                               env=self.ctx.services.worker_env())
-        self.summary.workers = workers
-        return True
+        if not (queued or self.ready.waiting or (self.pool and self.pool.busy())):
+            capacity.want(self.name, short=False)
+            capacity.wants(self.name, False)
+            return
+        if self.pool is None:
+            self.pool = WorkerPool(self.cls, self.settings, self.ctx.run, self.plan.cpus, self.plan.gpus,
+                                   env=self.ctx.services.worker_env())
+        held, busy = len(self.pool.slots), self.pool.busy()
+        if queued:
+            self.gave_up_waiting = False
+        # Workers the known work could keep busy (one to wait with, unless it was let go while starving).
+        needed = busy + -(-queued // size) or (0 if self.gave_up_waiting else 1)
+        if self.ready.upstream_finished():
+            needed = min(needed, busy + max(1, -(-queued // size)))  # all the work is known
+        capacity.want(self.name, short=held < min(self.plan.workers, needed))
+        grow = held < needed and held < max(self.plan.workers, self.plan.max_workers) \
+            and (held < self.plan.workers or queued > size * len(self.pool.idle()))
+        grant = capacity.take(self.name, self.plan.cpus, self.plan.gpus) if grow else None
+        if grant is not None:
+            self.pool.add(grant)
+        capacity.wants(self.name, grow and grant is None)
+        self._shrink(queued)
+        self.summary.workers = max(self.summary.workers, len(self.pool.slots))
+
+    def _shrink(self, queued: int) -> None:
+        """Give back an idle worker: to a stage owed its planned share, or, while this stage starves for work
+        and another stage wants a worker, one that has idled `run.pool_idle_s`."""
+        now, capacity = time.monotonic(), self.ctx.capacity
+        starving = not queued and not self.ready.upstream_finished()
+        for slot in self.pool.idle():
+            idle_long = starving and slot.idle_since is not None and now - slot.idle_since > self.idle_s \
+                and capacity.someone_else_wants(self.name)
+            if capacity.should_shrink(self.name) or idle_long:
+                capacity.give(self.name, self.pool.retire(slot))
+                self.gave_up_waiting = self.gave_up_waiting or (idle_long and not self.pool.slots)
+                return
 
     def _work_left(self) -> bool:
         return bool(self.alone) or (bool(self.ready.pending) and self.ctx.ledger.allows(self.handed_out))
@@ -201,6 +256,7 @@ class StageFlow:
         if finished.crashed:
             self._crashed(finished)
             return
+        self._cost(finished)
         records: list[SongRecord] = []
         failed: list[Reject] = []
         for key, kind, payload in finished.results:
@@ -240,6 +296,29 @@ class StageFlow:
                                                        self.ctx.config.outage_song_strikes,
                                                        message[str(r.get(self.key))]) for r in rows])
         return check.failed
+
+    def _cost(self, finished: Finished) -> None:
+        """Each song's share of what its batch cost, and the tokens its record says it spent."""
+        n = max(1, len(finished.rows))
+        usage = {}
+        for key, kind, payload in finished.results:
+            if kind == "record":
+                found = json.loads(payload).get("usage") or {}
+                usage[key] = (found.get("prompt_tokens", 0), found.get("completion_tokens", 0))
+        gpus = self.plan.gpus
+        rows = []
+        for row in finished.rows:
+            tokens_in, tokens_out = usage.get(str(row.get(self.key)), (0, 0))
+            rows.append(SongCost(song_id=row.get("song_id"), source=str(row.get("source") or ""), stage=self.name,
+                                 run_id=self.ctx.run.run_id, wall_s=finished.seconds / n, cpu_s=finished.cpu_s / n,
+                                 gpu_s=gpus * finished.seconds / n, gpus=gpus, tokens_in=tokens_in,
+                                 tokens_out=tokens_out, model_load_s=finished.load_s / n))
+        s = self.summary
+        s.cpu_seconds += finished.cpu_s
+        s.gpu_seconds += gpus * finished.seconds
+        s.tokens_in += sum(r.tokens_in for r in rows)
+        s.tokens_out += sum(r.tokens_out for r in rows)
+        self.costs.write(to_table(rows, SongCost))
 
     # ------------------------------------------------------------ the end
     def _finish(self, failed: str | None, seconds: float) -> None:

@@ -74,10 +74,11 @@ class ServiceNeed:
 
 @dataclass
 class StagePlan:
-    workers: int
+    workers: int  # planned: what the stage starts with and is owed back when others grew into it
     cpus: float  # per worker, as Ray is asked
     gpus: float  # per worker
     memory_gib: float | None = None  # GPU memory one worker needs, when known
+    max_workers: int = 0  # the most it may grow to, in what finished or starved stages free (elastic pools)
 
 
 @dataclass
@@ -124,7 +125,8 @@ class ResourcePlan:
                 s = self.stages[name]
                 gib = f" = {s.memory_gib:.1f} GiB" if s.memory_gib is not None and s.gpus else ""
                 gpu = f", {s.gpus:g} GPU{gib}" if s.gpus else ""
-                parts.append(f"{name} {s.workers}x({s.cpus:.2g} CPU{gpu})")
+                grows = f", grows to {s.max_workers}" if s.max_workers > s.workers else ""
+                parts.append(f"{name} {s.workers}x({s.cpus:.2g} CPU{gpu}{grows})")
             for server in phase.services.values():
                 gib = f" = {server.memory_gib:.1f} GiB per GPU" if server.memory_gib is not None else ""
                 share = f"{server.gpus:g} GPU, gpu-memory-utilization {server.gpu_memory_utilization:.2f}{gib}" \
@@ -202,9 +204,7 @@ def _shares(members: list[StageNeed], workers: dict[str, int] | None, shares: di
     """Every GPU share the phase holds at once: one per stage worker, and each running server's GPUs."""
     out = [m.gpus for m in members for _ in range((workers or {}).get(m.name, 1)) if m.gpus > 0]
     for name in _used(members):
-        share = shares.get(name, 0.0)
-        whole = int(share + 1e-9)
-        out += [1.0] * whole + ([round(share - whole, 6)] if share - whole > 1e-9 else [])
+        out += _split_share(shares.get(name, 0.0))
     return out
 
 
@@ -302,13 +302,39 @@ def _size(members: list[StageNeed], cpus: float, gpus: float, services: dict[str
             grown = True
         if not grown:
             break
+    service_shares = [x for name in used for x in _split_share(shares.get(name, 0.0))]
     for m in members:
         memory = round(m.gpus * gpu_memory.gib, 2) if gpu_memory is not None and m.gpus else None
-        out[m.name] = StagePlan(workers[m.name], round(m.cpus * scale, 4), m.gpus, memory)
+        grown = _grow_alone(m, workers[m.name], cpus - service_cpus * scale, gpus, scale, service_shares)
+        out[m.name] = StagePlan(workers[m.name], round(m.cpus * scale, 4), m.gpus, memory, grown)
     plans = {name: ServicePlan(shares[name], round(services[name].cpus * scale, 4),
                                *_service_memory(services[name], shares[name], gpu_memory), label=services[name].label)
              for name in used}
     return Phase([m.name for m in members], plans, round(scale, 4))
+
+
+def _split_share(share: float) -> list[float]:
+    whole = int(share + 1e-9)
+    return [1.0] * whole + ([round(share - whole, 6)] if share - whole > 1e-9 else [])
+
+
+def _grow_alone(m: StageNeed, workers: int, cpus: float, gpus: float, scale: float,
+                service_shares: list[float], cap: int = 64) -> int:
+    """The most workers `m` could have if it had the phase to itself (beside the servers): its pool grows
+    towards this as other stages finish or starve."""
+    if m.concurrency:
+        return m.concurrency
+    cpu = m.cpus * scale
+    if cpu <= 0 and m.gpus <= 0:
+        return workers
+    most = workers
+    while most < cap:
+        if cpu > 0 and cpu * (most + 1) > cpus + 1e-9:
+            break
+        if m.gpus and not packs_on_gpus(service_shares + [m.gpus] * (most + 1), gpus):
+            break
+        most += 1
+    return most
 
 
 def _service_memory(service: ServiceNeed, share: float,

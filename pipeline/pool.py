@@ -11,6 +11,7 @@ the streaming and the barrier schedules (the NeMo Curator actor-pool executor, s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -37,15 +38,18 @@ class StageActor:
         # What the driver hands its workers by environment: a rehearsal flag (mfpipe.devices), the LLM
         # server's key (never in the settings, which provenance may quote).
         os.environ.update(env)
+        started = time.monotonic()
         self.stage = stage_cls(stage_cls.settings_from_json(settings_json), run)
         self.stage.setup()
+        self.load_s = time.monotonic() - started  # the model load this worker cost
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> float:
+        """The seconds `setup` took (the worker's model load)."""
+        return self.load_s
 
-    def process(self, rows: list[dict[str, Any]]) -> tuple[list[tuple[str, str, str]], float]:
-        """(key, kind, payload JSON) per result, and the seconds the batch took here."""
-        started = time.monotonic()
+    def process(self, rows: list[dict[str, Any]]) -> tuple[list[tuple[str, str, str]], float, float]:
+        """(key, kind, payload JSON) per result, and the wall and CPU seconds the batch took here."""
+        started, cpu = time.monotonic(), time.process_time()
         key = self.stage.key
         out = []
         for result in self.stage.process_safely(rows):
@@ -54,7 +58,7 @@ class StageActor:
             else:
                 kind = "reject" if isinstance(result, Reject) else "record"
                 out.append((str(getattr(result, key, None) or ""), kind, result.model_dump_json()))
-        return out, time.monotonic() - started
+        return out, time.monotonic() - started, time.process_time() - cpu
 
     def teardown(self) -> None:
         self.stage.teardown()
@@ -71,7 +75,9 @@ class Slot:
     alone: bool = False  # the batch is one song retried alone after a crash
     ref: Any = None
     replacements: int = 0
-
+    grant: Any = None  # its share of the phase (pipeline.capacity)
+    load_s: float | None = None  # its model load, not yet billed to a batch
+    idle_since: float | None = None  # monotonic clock: when it last finished a batch
 
 @dataclass
 class Finished:
@@ -79,26 +85,47 @@ class Finished:
 
     rows: list[dict[str, Any]]
     results: list[tuple[str, str, str]] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall, on the worker
+    cpu_s: float = 0.0  # CPU time of the worker's process (all its threads)
+    load_s: float = 0.0  # the worker's model load, billed to its first batch
     crashed: bool = False  # the worker died while holding it
     preempted: bool = False  # ...because its node was drained or preempted: not the songs' doing
     alone: bool = False
 
 
 class WorkerPool:
-    def __init__(self, stage_cls: type[Stage], settings: StageSettings, run: RunInfo, workers: int,
-                 cpus: float, gpus: float, env: dict[str, str] | None = None):
+    """The stage's workers; they come and go with their shares of the phase (`add`, `retire`)."""
+
+    def __init__(self, stage_cls: type[Stage], settings: StageSettings, run: RunInfo, cpus: float, gpus: float,
+                 env: dict[str, str] | None = None):
         import ray
 
         self.stage_cls = stage_cls
         self._remote = ray.remote(StageActor).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0,
                                                       max_task_retries=0, name=None)
         self._args = (stage_cls, settings.to_json(), run, {**worker_env(), **(env or {})})
-        self.slots = [Slot() for _ in range(workers)]
-        for slot in self.slots:
-            self._start(slot)
+        self.slots: list[Slot] = []
+        self.loads = 0  # model loads started (workers started, replacements included)
+        self.load_seconds = 0.0
+
+    def add(self, grant: Any = None) -> Slot:
+        """One more worker, holding `grant` (its share of the phase)."""
+        slot = Slot(grant=grant)
+        self.slots.append(slot)
+        self._start(slot)
+        return slot
+
+    def retire(self, slot: Slot) -> Any:
+        """Stop an idle worker; its grant comes back."""
+        import ray
+
+        self.slots.remove(slot)
+        with contextlib.suppress(Exception):  # already gone
+            ray.kill(slot.actor, no_restart=True)
+        return slot.grant
 
     def _start(self, slot: Slot) -> None:
+        self.loads += 1
         slot.actor = self._remote.remote(*self._args)
         slot.ready_ref = slot.actor.ready.remote()
         slot.ready = False
@@ -136,10 +163,11 @@ class WorkerPool:
                 continue
             slot = running[ref]
             rows, alone = slot.batch, slot.alone
-            slot.batch, slot.ref = None, None
+            slot.batch, slot.ref, slot.idle_since = None, None, time.monotonic()
             try:
-                results, seconds = ray.get(ref)
-                out.append(Finished(rows, results, seconds, alone=alone))
+                results, seconds, cpu_s = ray.get(ref)
+                load_s, slot.load_s = slot.load_s or 0.0, None
+                out.append(Finished(rows, results, seconds, cpu_s, load_s, alone=alone))
             except ray.exceptions.RayActorError as exc:
                 out.append(Finished(rows, crashed=True, preempted=exc.preempted, alone=alone))
                 self._replace(slot, counted=not exc.preempted)
@@ -149,8 +177,9 @@ class WorkerPool:
         import ray
 
         try:
-            ray.get(slot.ready_ref)
-            slot.ready = True
+            slot.load_s = float(ray.get(slot.ready_ref))
+            self.load_seconds += slot.load_s
+            slot.ready, slot.idle_since = True, time.monotonic()
         except ray.exceptions.RayActorError as exc:
             if exc.actor_init_failed:  # the stage's `setup` raised: every worker would
                 raise WorkerStartError(f"the {self.stage_cls.name} workers cannot start: "
@@ -177,16 +206,18 @@ class WorkerPool:
             s.batch, s.ref = None, None
         return held
 
-    def close(self) -> None:
+    def close(self) -> list[Any]:
+        """Stop every worker; their grants come back."""
         import ray
 
+        grants = [slot.grant for slot in self.slots if slot.grant is not None]
         for slot in self.slots:
             if slot.actor is not None:
-                try:
+                with contextlib.suppress(Exception):  # already gone
                     ray.kill(slot.actor, no_restart=True)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
                 slot.actor = None
+        self.slots = []
+        return grants
 
 
 def _creation_error(exc: BaseException) -> str:

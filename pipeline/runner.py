@@ -32,11 +32,12 @@ from ..schemas import RunInfo, utc_now
 from ..store import OutputStore, OutputStoreError
 from . import registry
 from .board import Board, RowReader
+from .capacity import Capacity
 from .config import PipelineConfig
 from .flow import FlowContext, StageFlow, StageSummary
 from .inputs import Discovery
 from .ledger import Ledger
-from .plan import ResourcePlan, ServiceNeed, StageNeed, make_plan
+from .plan import Phase, ResourcePlan, ServiceNeed, StageNeed, make_plan
 from .ray_runtime import cluster_address, cluster_capacity, init_ray, shutdown_ray
 from .services import Services, service_needs
 from .stage import INPUTS, CorpusGate, DriverContext, Stage
@@ -163,11 +164,21 @@ class Runner:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 3),
             "summary": [asdict(s) for s in result.stages],
+            "costs": self._costs() if status != "running" else None,
         }
         self.store.save_run(self.run.run_id, {
             "config.yaml": self.config.to_yaml(),
             "summary.json": json.dumps(summary, indent=2),
         })
+
+    def _costs(self) -> dict[str, Any] | None:
+        """What the run's songs cost, per stage: totals and per-song medians (from OUT/_costs)."""
+        from ..curate import costs
+
+        try:
+            return costs.summary(costs.cost_table(self.store, self.run.run_id))
+        except Exception as exc:  # noqa: BLE001 - a summary without costs beats no summary
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     # ------------------------------------------------------------ the run
     def _run(self, names: list[str], discovery: Discovery | None, result: RunResult) -> list[StageSummary]:
@@ -228,6 +239,7 @@ class Runner:
                           self.stop, self.services, self.progress, time.monotonic(), set(maps), gates=self.gates)
         for i, phase in enumerate(self.plan.phases):
             self.services.plans = phase.services
+            ctx.capacity = self._capacity(phase)
             names = [n for n in maps if n in phase.stages]
             if self.stop.requested.is_set():
                 for name in names:
@@ -244,6 +256,18 @@ class Runner:
                     thread.join(timeout=0.2)  # short joins: the main thread must take signals
             following = self.plan.phases[i + 1].services if i + 1 < len(self.plan.phases) else {}
             self.services.release(following)
+
+    def _capacity(self, phase: Phase) -> Capacity:
+        """The phase's resources for its stages' elastic pools: the cluster's, less what its servers hold."""
+        capacity = Capacity(self.plan.cpus, self.plan.gpus)
+        for name, server in phase.services.items():
+            whole = int(server.gpus + 1e-9)  # each of its GPUs (a tensor-parallel server holds several)
+            shares = [1.0] * whole + ([server.gpus - whole] if server.gpus - whole > 1e-9 else []) or [0.0]
+            for n, share in enumerate(shares):
+                capacity.take(f"service:{name}", server.cpus if n == 0 else 0.0, share)
+        for name in phase.stages:
+            capacity.plan(name, self.plan.stages[name].workers)
+        return capacity
 
     def _flow(self, ctx: FlowContext, cls: type[Stage], sources: list[str],
               summaries: dict[str, StageSummary]) -> StageFlow | None:

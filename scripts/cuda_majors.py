@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def main() -> int:
     sets = {".venv": [args.torch, "-c", "constraints.txt", f".[{args.extras}]", *args.add]}
     if args.vllm:
         sets[".venv-vllm"] = [args.vllm]
-    reports = [judge(env, resolve(reqs)) for env, reqs in sets.items()]
+    with ThreadPoolExecutor(len(sets)) as pool:  # the resolutions wait on the network: side by side
+        resolved = list(pool.map(resolve, sets.values()))
+    reports = [judge(env, distributions) for env, distributions in zip(sets, resolved)]
     if args.json:
         print(json.dumps([asdict(r) | {"ok": r.ok} for r in reports], indent=2))
     else:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..lintfiles import gate_counts
 from ..review import sections as review_sections
+from . import costs
 from . import facts as folder_facts
 from .audio_export import audio_configs, training_formats
 
@@ -42,7 +43,7 @@ def _cell(value: Any) -> str:
 
 def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[dict[str, Any]],
            prov: folder_facts.ProvenanceSummary, licences: list[dict[str, str]],
-           gates: dict[str, Any] | None = None) -> str:
+           gates: dict[str, Any] | None = None, costs: dict[str, Any] | None = None) -> str:
     tables = manifest["tables"]
     items = manifest["items"]
     think = manifest["think_chains"]
@@ -97,6 +98,7 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
                         think["by_action"].get("rewritten", 0), think["dropped"], think["stale"]]]))
     out.append("\n## Rows per stage\n\n")
     out.append(_table(["stage", "rows"], [[k, v] for k, v in stage_rows.items()]))
+    out += _costs(costs)
     out.append("\n## Rejects by reason (every stage)\n\n")
     out.append("Open rejects only: a reject a later run made good is moved to `rejects/<stage>/_resolved/`, "
                "so rows plus rejects count every song once. `retryable`: a rerun tries them again.\n\n")
@@ -128,6 +130,21 @@ def render(manifest: dict[str, Any], stage_rows: dict[str, int], rejects: list[d
     out.append(training_formats(manifest))
     out.append(_loading())
     return "".join(out)
+
+
+def _costs(costs: dict[str, Any] | None) -> list[str]:
+    """What a song cost each stage (the runs' own cost rows: `mfpipe plan` projects a corpus from them)."""
+    if not costs:
+        return []
+    rows = [[stage, c["songs"], c["median"]["wall_s"], c["median"]["cpu_s"], c["median"]["gpu_s"],
+             int(c["median"]["tokens_in"]), int(c["median"]["tokens_out"]), round(c["totals"]["cpu_s"] / 3600, 3),
+             round(c["totals"]["gpu_s"] / 3600, 3), c["totals"]["model_load_s"]] for stage, c in costs.items()]
+    return ["\n## What a song cost\n\n",
+            "Per song, median over the runs that made this folder (a song done again is counted again: it was paid "
+            "for), and the totals: wall and CPU seconds on the stage's workers, GPU-seconds (GPU share x wall), "
+            "LLM tokens, model loads. `mfpipe plan OUT --songs N --gpus G` projects a corpus from them.\n\n",
+            _table(["stage", "songs", "wall s/song", "CPU s/song", "GPU s/song", "tokens in/song", "tokens out/song",
+                    "CPU-hours", "GPU-hours", "model loads (s)"], rows)]
 
 
 def _screening(screening: dict[str, Any] | None) -> list[str]:
@@ -211,6 +228,6 @@ def write_card(store, root: str, manifest: dict[str, Any]) -> str:
     stage_rows = folder_facts.stage_rows(store)
     prov = folder_facts.provenance_summary(store)
     text = render(manifest, stage_rows, folder_facts.reject_summary(store), prov, folder_facts.licences(prov),
-                  gate_counts(store))
+                  gate_counts(store), costs.summary(costs.cost_table(store)))
     store.fs.pipe_file(f"{root}/{CARD}", text.encode())
     return text

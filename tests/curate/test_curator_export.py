@@ -229,3 +229,14 @@ def test_shards_are_bounded(exported, tmp_path):
     files = sorted((out / "export" / "mf_skills").glob("part-*.parquet"))
     assert len(files) == -(-result.rows["mf_skills"] // 5)
     assert all(pq.ParquetFile(f).metadata.num_rows <= 5 for f in files)
+
+
+def test_the_card_says_what_a_song_cost(exported):
+    """The runs' own cost rows (ingest and mir ran for real here) become the card's per-song costs."""
+    out, _ = exported
+    card = (out / "export" / "README.md").read_text()
+    section = card.split("## What a song cost", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    assert {"ingest", "mir"} <= set(rows)
+    cpu_per_song = float(rows["mir"].split("|")[4])
+    assert cpu_per_song > 0  # the MIR tools took CPU time

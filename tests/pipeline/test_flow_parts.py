@@ -196,3 +196,37 @@ def test_the_sink_writes_once_per_song_counts_and_publishes_what_commits(tmp_pat
     assert dup["source"] == "b.wav" and "same audio as a.wav" in dup["message"]
     assert summary.rows_out == len(kept) and summary.rejected == len(rejects) and summary.counts["loud"] == 2
     assert set(board.lane("tagged").records) == set(kept)  # published on commit
+
+
+# ---------------------------------------------------------------- the phase's capacity (elastic pools)
+
+
+def test_capacity_grants_shares_packed_per_gpu_and_never_more():
+    from mfpipe.pipeline.capacity import Capacity
+
+    cap = Capacity(cpus=4, gpus=2)
+    grants = [cap.take("a", 1, 0.6), cap.take("a", 1, 0.6)]
+    assert [g.gpu for g in grants] == [0, 1]  # 0.6 + 0.6 does not fit one GPU
+    assert cap.take("b", 1, 0.6) is None  # 0.4 left on each GPU: never split, never oversubscribed
+    small = cap.take("b", 1, 0.4)
+    assert small is not None and cap.take("b", 1, 0.0) is not None and cap.take("b", 0.5, 0.0) is None  # CPUs out
+    cap.give("a", grants[0])
+    assert cap.take("b", 0.0, 0.6).gpu == 0 and cap.holding("a") == 1
+
+
+def test_a_stage_owed_its_share_makes_grown_stages_give_back():
+    from mfpipe.pipeline.capacity import Capacity
+
+    cap = Capacity(cpus=2, gpus=0)
+    cap.plan("mir", 1)
+    cap.plan("late", 1)
+    cap.take("mir", 1, 0)
+    cap.take("mir", 1, 0)  # mir grew into late's planned share while late had nothing to do
+    assert not cap.should_shrink("mir")  # nobody is owed: mir keeps its grown worker
+    cap.wants("mir", True)
+    assert cap.someone_else_wants("late") and not cap.someone_else_wants("mir")
+    cap.want("late", short=True)  # late has songs now, and no worker
+    assert cap.should_shrink("mir") and not cap.should_shrink("late")
+    cap.give("mir", cap.held["mir"][-1])
+    assert cap.take("late", 1, 0) is not None and not cap.owed  # late holds its planned worker again
+    assert not cap.should_shrink("mir")  # back at its plan: it stops giving

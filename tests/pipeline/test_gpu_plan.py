@@ -88,3 +88,66 @@ def test_declared_gpu_memory_sizes_the_shares_in_bytes(songs, tmp_path, toy_env)
     assert plan["gpu_memory_gib"] == 80
     assert {s: plan["stages"][s]["gpus"] for s, _ in memory} == {"toy_gpu_a": 0.25, "toy_gpu_b": 0.25,
                                                                   "toy_gpu_c": 0.38}
+
+
+def _batches(rows) -> list[tuple[float, float, int]]:
+    """(start, end, pid) of each batch a stage ran (batches of one song)."""
+    return [(r.started, r.ended, r.pid) for r in rows.itertuples()]
+
+
+def _most_at_once(batches) -> int:
+    events = sorted([(s, 1) for s, _, _ in batches] + [(e, -1) for _, e, _ in batches])
+    held = peak = 0
+    for _, delta in events:
+        held += delta
+        peak = max(peak, held)
+    return peak
+
+
+@pytest.mark.slow
+def test_an_elastic_pool_grows_into_a_starved_neighbours_share_and_gives_it_back(songs, tmp_path, toy_env):
+    """One declared GPU, half each: toy_gpu_b has six slow songs; toy_gpu_late waits behind a slow upstream
+    (toy_late). While it starves, its idle worker goes and b grows into its half (two b batches at once);
+    when its songs arrive it is owed its share, b gives a worker back, and late runs before b is done. Ray
+    never holds more than the GPU; the rows are those of the barrier schedule; every song's cost row adds
+    up to the stage's busy time x its GPU share."""
+    import json
+
+    import pandas as pd
+
+    common = ["--input", str(songs), "--profile", "cpu", "--set", "run.num_gpus=1", "--set", "run.pool_idle_s=0.5",
+              "--set", "ingest.resources.batch_size=1", "--set", "toy_late.resources.batch_size=6",
+              "--set", "toy_late.resources.cpus=0.1", "--set", "toy_both.resources.cpus=0.1",
+              *[f"--set={s}.resources.{k}={v}" for s in ("toy_gpu_b", "toy_gpu_late")
+                for k, v in (("gpus", 0.5), ("batch_size", 1), ("cpus", 0.1))]]
+    env = {**toy_env, "TOY_GPU_HOLD_S": "2.5", "TOY_LATE_S": "3"}
+    out = tmp_path / "stream"
+    proc = run_mfpipe("run", "--stage", "toy_both", "--output", str(out), *common, env=env, timeout=400)
+    b, late = read_dir(out / "toy_gpu_b"), read_dir(out / "toy_gpu_late")
+    assert len(b) == 6 and len(late) == 6
+    text = " ".join(proc.stderr.split())
+    assert re.search(r"toy_gpu_b 1x\([\d.]+ CPU, 0.5 GPU, grows to 2\)", text), text[-2000:]
+    assert _most_at_once(_batches(b)) == 2  # grew into the starved neighbour's half
+    assert late["started"].min() < b["ended"].max()  # ...and gave it back: late ran before b was done
+    both = pd.concat([b, late])
+    assert _in_use_at_once(both.itertuples()) <= 1 + 1e-9  # never more than the one GPU
+    summary = json.loads(next((out / "_runs").glob("*/summary.json")).read_text())
+    stages = {s["stage"]: s for s in summary["summary"]}
+    assert stages["toy_gpu_b"]["workers"] == 2 and stages["toy_gpu_b"]["model_loads"] == 2
+    # Costs: one row per song; GPU-seconds = the GPU share x the busy time; wall sums to the busy time.
+    costs = read_dir(out / "_costs" / "toy_gpu_b")
+    assert len(costs) == 6 and set(costs["song_id"]) == set(b["song_id"])
+    assert costs["gpu_s"].sum() == pytest.approx(0.5 * stages["toy_gpu_b"]["busy_seconds"], rel=1e-3)
+    assert costs["wall_s"].sum() == pytest.approx(stages["toy_gpu_b"]["busy_seconds"], rel=1e-3)
+    assert costs["model_load_s"].sum() == pytest.approx(stages["toy_gpu_b"]["model_load_seconds"], abs=1e-2)
+    # A corpus projected from these costs: arithmetic on the measured per-song means.
+    planned = run_mfpipe("plan", str(out), "--songs", "3600", "--gpus", "2", "--cpus", "8").stdout
+    gpu_hours = sum(read_dir(out / "_costs" / s)["gpu_s"].mean() for s in ("toy_gpu_b", "toy_gpu_late"))
+    assert f"GPU-hours: {gpu_hours:,.2f}" in " ".join(planned.split()), planned
+    assert "bound by GPUs: toy_gpu_" in " ".join(planned.split())
+    # The same rows as the barrier schedule makes.
+    barrier = tmp_path / "barrier"
+    run_mfpipe("run", "--stage", "toy_both", "--output", str(barrier), *common, "--set", "run.schedule=barrier",
+               env=env, timeout=400)
+    for stage in ("toy_late", "toy_gpu_b", "toy_gpu_late"):
+        assert set(read_dir(out / stage)["song_id"]) == set(read_dir(barrier / stage)["song_id"])

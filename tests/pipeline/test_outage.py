@@ -29,52 +29,51 @@ def _summary(out, stage: str) -> dict:
     return next(s for s in data["summary"] if s["stage"] == stage)
 
 
-def test_the_stage_waits_out_a_server_restart_and_rejects_nothing(restartable_llm, tmp_path):
-    out = tmp_path / "out"
-    write_upstream(out)
-    log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen(_synthesize(out, restartable_llm.base_url, "--set", "run.outage_max_wait_s=300"),
-                            stdout=log, stderr=subprocess.STDOUT)
+def test_an_outage_pauses_the_stage_gives_up_after_its_limit_and_the_rerun_completes(restartable_llm, tmp_path):
+    """Two runs on the same real server, which is stopped under them and started again (one restart for
+    both): the patient one (outage_max_wait_s 300) waits the outage out and rejects nothing; the impatient
+    one (15 s) fails the stage with the cause, its songs pending, never rejected; while the server is down a
+    new run fails at once with what to set; after the restart the impatient one's rerun completes."""
+    patient, impatient = tmp_path / "patient", tmp_path / "impatient"
+    for out in (patient, impatient):
+        write_upstream(out)
+    logs = {name: tmp_path / f"{name}.log" for name in ("patient", "impatient")}
+    runs = {"patient": subprocess.Popen(_synthesize(patient, restartable_llm.base_url,
+                                                    "--set", "run.outage_max_wait_s=300"),
+                                        stdout=open(logs["patient"], "w"), stderr=subprocess.STDOUT),
+            "impatient": subprocess.Popen(_synthesize(impatient, restartable_llm.base_url,
+                                                      "--set", "run.outage_max_wait_s=15"),
+                                          stdout=open(logs["impatient"], "w"), stderr=subprocess.STDOUT)}
     try:
-        time.sleep(12)  # the stage has started on its songs
+        time.sleep(12)  # both stages have started on their songs
         restartable_llm.stop()
-        time.sleep(8)
-        assert proc.poll() is None, "the run ended while the server was down"
-        restartable_llm.start()
-        assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-4000:]
-    finally:
-        restartable_llm.ensure_running()
-    assert len(read_dir(out / "synthesize")) == 4
-    rejects = read_dir(out / "rejects" / "synthesize")
-    assert rejects.empty or not rejects["error"].str.startswith("llm_").any()
-    assert _summary(out, "synthesize")["deferred"] >= 1  # songs came back deferred, not rejected
-
-
-def test_a_server_that_stays_down_fails_the_stage_and_the_rerun_completes(restartable_llm, tmp_path):
-    out = tmp_path / "out"
-    write_upstream(out)
-    log = tmp_path / "run.log"
-    proc = subprocess.Popen(_synthesize(out, restartable_llm.base_url, "--set", "run.outage_max_wait_s=15"),
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    try:
-        time.sleep(12)
-        restartable_llm.stop()
-        assert proc.wait(timeout=300) == 1
-        text = " ".join(log.read_text().split())
+        assert runs["impatient"].wait(timeout=300) == 1, logs["impatient"].read_text()[-3000:]
+        assert runs["patient"].poll() is None, "the patient run ended while the server was down"
+        text = " ".join(logs["impatient"].read_text().split())
         assert "has been down for" in text and "stay pending" in text
-        summary = _summary(out, "synthesize")
+        summary = _summary(impatient, "synthesize")
         assert summary["pending"] >= 1 and summary["error"]
-        rejects = read_dir(out / "rejects" / "synthesize")
+        rejects = read_dir(impatient / "rejects" / "synthesize")
         assert rejects.empty or not rejects["error"].str.startswith("llm_").any()  # none for the outage
         # Down before the stage starts: the check says so at once, with what to set.
-        again = subprocess.run(_synthesize(out, restartable_llm.base_url), capture_output=True, text=True,
+        again = subprocess.run(_synthesize(impatient, restartable_llm.base_url), capture_output=True, text=True,
                                timeout=300)
         assert again.returncode == 1 and "cannot reach the LLM server" in " ".join(again.stderr.split())
-    finally:
         restartable_llm.start()
-    proc = subprocess.run(_synthesize(out, restartable_llm.base_url), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(read_dir(out / "synthesize")) == 4
+        assert runs["patient"].wait(timeout=600) == 0, logs["patient"].read_text()[-4000:]
+    finally:
+        restartable_llm.ensure_running()
+        for proc in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+    assert len(read_dir(patient / "synthesize")) == 4
+    rejects = read_dir(patient / "rejects" / "synthesize")
+    assert rejects.empty or not rejects["error"].str.startswith("llm_").any()
+    assert _summary(patient, "synthesize")["deferred"] >= 1  # songs came back deferred, not rejected
+    rerun = subprocess.run(_synthesize(impatient, restartable_llm.base_url), capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert len(read_dir(impatient / "synthesize")) == 4
 
 
 def test_a_wrong_model_name_fails_fast_with_what_to_set(llm_server, tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 TOYS = {"toy_double": "DoubleStage", "toy_reader": "ReaderStage", "toy_need": "NeedStage", "toy_sink": "SinkStage",
-        "toy_crash": "CrashStage", "toy_gpu_a": "GpuAStage", "toy_gpu_b": "GpuBStage", "toy_gpu_c": "GpuCStage"}
+        "toy_crash": "CrashStage", "toy_gpu_a": "GpuAStage", "toy_gpu_b": "GpuBStage", "toy_gpu_c": "GpuCStage",
+        "toy_late": "LateStage", "toy_gpu_late": "GpuLateStage", "toy_both": "BothStage"}
 
 
 @pytest.fixture(scope="session")

@@ -152,3 +152,42 @@ class GpuCStage(_GpuStage):
     name = "toy_gpu_c"
     record = GpuSeenRecord
     requires = ("ingest", "toy_gpu_a", "toy_gpu_b")
+
+
+@register
+class LateStage(Stage):
+    """Holds its batch for $TOY_LATE_S seconds, then passes the songs on: a slow upstream."""
+
+    name = "toy_late"
+    record = DoubledRecord
+    columns = {"ingest": ("song_id", "source", "duration_s")}
+
+    def process_batch(self, rows):
+        import time
+
+        time.sleep(float(os.environ.get("TOY_LATE_S", "3")))
+        return [DoubledRecord(song_id=r["song_id"], source=r["source"], provenance=self.provenance(),
+                              doubled=2 * r["duration_s"], tags=[]) for r in rows]
+
+
+@register
+class GpuLateStage(_GpuStage):
+    """A GPU stage behind the slow upstream: it starves, then has work again."""
+
+    name = "toy_gpu_late"
+    record = GpuSeenRecord
+    requires = ("ingest", "toy_late")
+
+
+@register
+class BothStage(Stage):
+    """Downstream of toy_gpu_b and toy_gpu_late: runs them in one run (`--stage toy_both`)."""
+
+    name = "toy_both"
+    record = DoubledRecord
+    requires = ("ingest", "toy_gpu_b", "toy_gpu_late")
+    columns = {"ingest": ("song_id", "source", "duration_s")}
+
+    def process_batch(self, rows):
+        return [DoubledRecord(song_id=r["song_id"], source=r["source"], provenance=self.provenance(),
+                              doubled=2 * r["duration_s"], tags=[]) for r in rows]
