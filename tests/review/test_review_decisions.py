@@ -70,7 +70,7 @@ def test_store_is_append_only_and_each_decision_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module.pq, "write_table", real_write)
     assert len(DecisionStore(store).load()) == 2
     folder = tmp_path / "out" / "reviews" / "decisions"
-    assert sorted(p.name.startswith(".tmp-") for p in folder.iterdir()) == [False, False, True]
+    assert sorted(p.name.startswith(".tmp-") for p in folder.iterdir()) == [False, False]  # not even a temporary
 
 
 def test_two_reviewers_writing_at_once_both_kept(tmp_path):
