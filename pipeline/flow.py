@@ -42,6 +42,7 @@ from .stopping import StopControl
 
 ProgressFn = Callable[[str, str, Any], None]
 POLL_S = 0.25
+MAX_POOL_CHANGES = 64  # the summary keeps a stage's first pool changes (a long run's churn shows early)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class StageSummary:
     model_loads: int = 0  # workers started (each loads the stage's models)
     model_load_seconds: float = 0.0
     max_workers: int = 0  # the most workers it held at once (elastic pools)
+    pool_changes: list[str] = field(default_factory=list)  # each start, growth and give-back, when and why
     counts: dict[str, int] = field(default_factory=dict)  # summed `Stage.counts` of the records written
     first_commit_s: float | None = None  # from the run's start to this stage's first committed shard
     finished_s: float | None = None  # from the run's start to this stage's end
@@ -224,13 +226,14 @@ class StageFlow:
         needed = busy + -(-queued // size) or (0 if self.gave_up_waiting else 1)
         if self.ready.upstream_finished():
             needed = min(needed, busy + max(1, -(-queued // size)))  # all the work is known
-        capacity.want(self.name, short=held < min(self.plan.workers, needed))
+        capacity.want(self.name, held < min(self.plan.workers, needed), self.plan.cpus, self.plan.gpus)
         grow = held < needed and held < max(self.plan.workers, self.plan.max_workers) \
             and (held < self.plan.workers or queued > size * len(self.pool.idle()))
         grant = capacity.take(self.name, self.plan.cpus, self.plan.gpus) if grow else None
         if grant is not None:
             self.pool.add(grant)
-        capacity.wants(self.name, grow and grant is None)
+            self._pool_change(f"+1 ({queued} queued, {busy} busy)")
+        capacity.wants(self.name, grow and grant is None, self.plan.cpus, self.plan.gpus)
         self._shrink(queued)
         self.summary.workers = max(self.summary.workers, len(self.pool.slots))
 
@@ -241,11 +244,19 @@ class StageFlow:
         starving = not queued and not self.ready.upstream_finished()
         for slot in self.pool.idle():
             idle_long = starving and slot.idle_since is not None and now - slot.idle_since > self.idle_s \
-                and capacity.someone_else_wants(self.name)
-            if capacity.should_shrink(self.name) or idle_long:
+                and capacity.someone_else_wants(self.name, slot.grant)
+            owed = capacity.owed_by(self.name, slot.grant)
+            if owed or idle_long:
+                why = f"owed to {', '.join(owed)}" if owed else \
+                    f"starved; wanted by {', '.join(capacity.wanting_stages(self.name))}"
                 capacity.give(self.name, self.pool.retire(slot))
+                self._pool_change(f"-1 ({why})")
                 self.gave_up_waiting = self.gave_up_waiting or (idle_long and not self.pool.slots)
                 return
+
+    def _pool_change(self, what: str) -> None:
+        if len(self.summary.pool_changes) < MAX_POOL_CHANGES:
+            self.summary.pool_changes.append(f"{time.monotonic() - self.ctx.started:.1f}s {what}")
 
     def _work_left(self) -> bool:
         return bool(self.alone) or (bool(self.ready.pending) and self.ctx.ledger.allows(self.handed_out))

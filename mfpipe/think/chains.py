@@ -342,9 +342,11 @@ class ChainMaker:
         steps = [ChainStep(text=t, verdict=c.verdict, checked_by=c.checked_by, kind=k, p_yes=c.p_yes,
                            reason=c.reason or None) for t, k, c in zip(job.steps, kinds, job.checks)]
         # An open answer the chain gave word for word (or within a sentence) is written as the reference
-        # itself, so the accuracy reward's exact match can score it.
-        answer = item.reference if not item.options and answer_matches(job.answer, item.reference) \
-            else job.answer_text
+        # itself, so the accuracy reward's exact match can score it. The record holds the answer as the
+        # text renders it (`clean`: an option with a line break or a double space is one line), so the
+        # record and its training text never disagree.
+        answer = clean(item.reference if not item.options and answer_matches(job.answer, item.reference)
+                       else job.answer_text)
         return Chain(
             qa_index=item.index, skill=item.skill, question=item.question, options=item.options,
             selected_because=item.because, steps=steps, answer=answer, reference_answer=item.reference,

@@ -55,3 +55,21 @@ def test_lenient_parse_accepts_other_whitespace_strict_does_not():
 def test_an_empty_answer_cannot_be_rendered():
     with pytest.raises(ThinkFormatError):
         render(["a step"], "  ")
+
+
+def test_a_chain_record_holds_the_answer_its_text_renders():
+    """An option with a double space or a line break (an LLM writes them) is the chain's answer as the
+    training text renders it, so `parse(chain.text).answer == chain.answer` for every kept chain."""
+    from mfpipe.factcheck import Check
+    from mfpipe.think.chains import ChainMaker, Job
+    from mfpipe.think.select import Item
+
+    options = ["three  voices\n(one echoed)", "two voices", "one voice", "four voices"]
+    for answer, reference, expected in (("A", options[0], "three voices (one echoed)"),
+                                          ("The  tempo is\nabout 120 BPM.", "About 120  BPM.", "About 120 BPM.")):
+        item = Item(index=0, skill="harmony_theory", question="How many voices?", reference=reference,
+                    options=options if answer == "A" else [], because="test")
+        job = Job(song=0, item=item, messages=[], steps=["One step.", "Two  steps."], answer=answer,
+                  checks=[Check("correct", "mir"), Check("correct", "mir")])
+        chain = ChainMaker.chain(job, 0.0)
+        assert chain.answer == expected == parse(chain.text).answer and is_well_formed(chain.text)

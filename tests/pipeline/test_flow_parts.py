@@ -223,10 +223,56 @@ def test_a_stage_owed_its_share_makes_grown_stages_give_back():
     cap.take("mir", 1, 0)
     cap.take("mir", 1, 0)  # mir grew into late's planned share while late had nothing to do
     assert not cap.should_shrink("mir")  # nobody is owed: mir keeps its grown worker
-    cap.wants("mir", True)
+    cap.wants("mir", True, 1, 0)
     assert cap.someone_else_wants("late") and not cap.someone_else_wants("mir")
-    cap.want("late", short=True)  # late has songs now, and no worker
+    cap.want("late", True, 1, 0)  # late has songs now, and no worker
     assert cap.should_shrink("mir") and not cap.should_shrink("late")
     cap.give("mir", cap.held["mir"][-1])
     assert cap.take("late", 1, 0) is not None and not cap.owed  # late holds its planned worker again
     assert not cap.should_shrink("mir")  # back at its plan: it stops giving
+
+
+def test_a_starved_worker_is_let_go_only_for_a_stage_its_share_can_serve():
+    """A GPU stage's idle worker (0.1 CPU, half a GPU) is not let go for a CPU stage that wants a whole
+    CPU (it could not start one with it: a model load lost for nothing), but is for a stage wanting half a
+    GPU, or a tenth of a CPU."""
+    from mfpipe.pipeline.capacity import Capacity
+
+    cap = Capacity(cpus=1.2, gpus=1)
+    gpu_worker = cap.take("caption", 0.1, 0.5)
+    cap.take("ingest", 1, 0)
+    cap.take("filter", 0.1, 0.5)
+    cap.wants("ingest", True, 1, 0)
+    assert cap.someone_else_wants("caption") and not cap.someone_else_wants("caption", gpu_worker)
+    cap.wants("ingest", False)
+    cap.wants("think", True, 0.1, 0.5)
+    assert cap.someone_else_wants("caption", gpu_worker) and not cap.someone_else_wants("think", gpu_worker)
+    cap.wants("think", True, 0.1, 0.75)
+    assert not cap.someone_else_wants("caption", gpu_worker)  # half a GPU back is not three quarters
+    cap.wants("think", False)
+    cap.wants("mir", True, 0.1, 0)
+    assert cap.someone_else_wants("caption", gpu_worker)
+
+
+def test_a_grown_stage_gives_back_only_what_an_owed_stage_is_short_of():
+    """An owed stage that can start its worker with what is free takes no worker from a grown one (that
+    worker's model load would be lost), and a GPU stage's worker is not given back to a CPU stage short of
+    CPUs only when that worker holds a CPU share."""
+    from mfpipe.pipeline.capacity import Capacity, Grant
+
+    cap = Capacity(cpus=2, gpus=1)
+    for stage, planned in (("caption", 1), ("filter", 1), ("mir", 2)):
+        cap.plan(stage, planned)
+    first, grown = cap.take("caption", 0.1, 0.5), cap.take("caption", 0.1, 0.5)  # grew into filter's half
+    cap.want("mir", True, 0.5, 0)  # 1.8 CPUs free: mir starts its own
+    assert cap.owed_by("caption", grown) == [] and cap.take("mir", 0.5, 0) is not None
+    cap.want("filter", True, 0.1, 0.5)  # filter's songs came: no half GPU is free
+    assert cap.owed_by("caption", grown) == ["filter"] and cap.owed_by("mir") == []  # mir is within its plan
+    cap.give("caption", grown)
+    assert cap.take("filter", 0.1, 0.5) is not None and cap.owed_by("caption", first) == []
+    cap.take("mir", 1.2, 0)  # mir grew into the CPUs (2 workers, its plan: CPUs all held now)
+    cap.take("mir", 0.0, 0)  # a third, beyond its plan
+    cap.want("ingest", True, 0.5, 0)  # 0.1 CPU free
+    assert cap.owed_by("caption", first) == []  # caption is within its plan
+    assert cap.owed_by("mir", Grant(0.0, 0.0, None)) == []  # a worker holding no CPU cannot help
+    assert cap.owed_by("mir", Grant(1.2, 0.0, None)) == ["ingest"]

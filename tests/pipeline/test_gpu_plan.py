@@ -133,7 +133,8 @@ def test_an_elastic_pool_grows_into_a_starved_neighbours_share_and_gives_it_back
     assert _in_use_at_once(both.itertuples()) <= 1 + 1e-9  # never more than the one GPU
     summary = json.loads(next((out / "_runs").glob("*/summary.json")).read_text())
     stages = {s["stage"]: s for s in summary["summary"]}
-    assert stages["toy_gpu_b"]["workers"] == 2 and stages["toy_gpu_b"]["model_loads"] == 2
+    changes = "\n".join(f"{s}: {stages[s]['pool_changes']}" for s in stages)
+    assert stages["toy_gpu_b"]["workers"] == 2 and stages["toy_gpu_b"]["model_loads"] == 2, changes
     # Costs: one row per song; GPU-seconds = the GPU share x the busy time; wall sums to the busy time.
     costs = read_dir(out / "_costs" / "toy_gpu_b")
     assert len(costs) == 6 and set(costs["song_id"]) == set(b["song_id"])
