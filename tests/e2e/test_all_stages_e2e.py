@@ -10,7 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from mfpipe.pipeline.config import load_config
 from mfpipe.schemas import FilterRecord, Reject, ThinkRecord
+from mfpipe.think.select import select_items
 from mfpipe.thinktext import is_well_formed, parse
 from support.helpers import read_dir, run_mfpipe
 from support.think_data import TRUTH
@@ -19,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cpu_extra]
 
 STAGES = ["ingest", "caption", "mir", "lyrics", "synthesize", "filter", "think"]  # one row per song
 ALL = [*STAGES, "export"]
-CHAIN_ERRORS = {"too_many_wrong_steps", "still_wrong_after_rewrite", "wrong_answer"}
+CHAIN_ERRORS = {"too_many_wrong_steps", "still_wrong_after_rewrite", "wrong_answer", "too_many_unverifiable_steps"}
 
 
 def mfpipe_all(out: Path):
@@ -96,7 +98,19 @@ def test_think_rows_parse_and_dropped_chains_have_rejects_with_their_ratio(run_a
         assert reject.error in CHAIN_ERRORS or reject.error.startswith("llm_"), reject
         if reject.error in ("too_many_wrong_steps", "still_wrong_after_rewrite"):
             assert "steps wrong (" in reject.message and "%" in reject.message
-    assert sum(len(r.chains) for r in think) + len(dropped) > 0, "think considered no item at all"
+    # Every item the selection rule picks from a song's synthesize and filter rows became a chain or a
+    # reject (whatever the stand-in wrote, and however many items that leaves: none is an outcome too).
+    cfg = load_config(None, ["profile=cpu"]).think
+    upstream = {stage: {r["song_id"]: r for r in pq.read_table(out / stage).to_pylist()}
+                for stage in ("synthesize", "filter")}
+    by_song = {r.song_id: r for r in think}
+    for song_id in upstream["filter"]:
+        selected = select_items({stage: upstream[stage][song_id] for stage in upstream}, cfg)
+        if song_id in by_song:
+            assert by_song[song_id].considered == len(selected)
+        elif selected:  # no row: every chain was dropped, or the song was rejected whole
+            ours = [r for r in dropped if r.song_id == song_id]
+            assert len(ours) == len(selected) or (len(ours) == 1 and ours[0].error.startswith("llm_")), ours
     # the export's MF-Think table is exactly the surviving chains, their text as think wrote it
     exported = pq.read_table(out / "export" / "mf_think").to_pylist()
     assert sorted(r["text"] for r in exported) == sorted(c.text for r in think for c in r.chains)
