@@ -125,9 +125,5 @@ class Capacity:
         short_of_cpus = cpus > self.cpus_free + 1e-9
         return (short_of_cpus and grant.cpus > 0) or (not short_of_cpus and gpus > 0 and grant.gpus > 0)
 
-    def should_shrink(self, stage: str, grant: Grant | None = None) -> bool:
-        """Give a worker back (see `owed_by`)."""
-        return bool(self.owed_by(stage, grant))
-
     def holding(self, stage: str) -> int:
         return len(self.held.get(stage, []))

@@ -222,14 +222,14 @@ def test_a_stage_owed_its_share_makes_grown_stages_give_back():
     cap.plan("late", 1)
     cap.take("mir", 1, 0)
     cap.take("mir", 1, 0)  # mir grew into late's planned share while late had nothing to do
-    assert not cap.should_shrink("mir")  # nobody is owed: mir keeps its grown worker
+    assert not cap.owed_by("mir")  # nobody is owed: mir keeps its grown worker
     cap.wants("mir", True, 1, 0)
     assert cap.someone_else_wants("late") and not cap.someone_else_wants("mir")
     cap.want("late", True, 1, 0)  # late has songs now, and no worker
-    assert cap.should_shrink("mir") and not cap.should_shrink("late")
+    assert cap.owed_by("mir") == ["late"] and not cap.owed_by("late")
     cap.give("mir", cap.held["mir"][-1])
     assert cap.take("late", 1, 0) is not None and not cap.owed  # late holds its planned worker again
-    assert not cap.should_shrink("mir")  # back at its plan: it stops giving
+    assert not cap.owed_by("mir")  # back at its plan: it stops giving
 
 
 def test_a_starved_worker_is_let_go_only_for_a_stage_its_share_can_serve():

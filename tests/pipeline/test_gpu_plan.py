@@ -20,10 +20,10 @@ def songs(tmp_path_factory):
     return folder
 
 
-def _in_use_at_once(rows) -> float:
-    """The most GPU share that was held at one moment, over every worker's batch intervals."""
+def _at_once(rows, weight=lambda row: row.gpus) -> float:
+    """The most held at one moment over the rows' batch intervals: GPU share by default (weight 1: batches)."""
     rows = list(rows)
-    events = sorted([(r.started, r.gpus) for r in rows] + [(r.ended, -r.gpus) for r in rows],
+    events = sorted([(r.started, weight(r)) for r in rows] + [(r.ended, -weight(r)) for r in rows],
                     key=lambda e: (e[0], e[1]))
     held = peak = 0.0
     for _, delta in events:
@@ -47,7 +47,7 @@ def test_gpu_stages_share_fake_gpus_without_oversubscription(songs, tmp_path, gp
 
     rows = pd.concat([read_dir(out / s) for s in GPU_STAGES])
     assert len(rows) == 3 * 6  # every stage ran every song
-    assert _in_use_at_once(rows.itertuples()) <= gpus + 1e-9
+    assert _at_once(rows.itertuples()) <= gpus + 1e-9
     assert all(len(ids) >= 1 for ids in rows["gpu_ids"])  # Ray assigned each worker a GPU
     phases = [line for line in proc.stderr.splitlines() if line.strip().startswith("phase")]
     if gpus == 1:
@@ -80,7 +80,7 @@ def test_declared_gpu_memory_sizes_the_shares_in_bytes(songs, tmp_path, toy_env)
 
     rows = pd.concat([read_dir(out / s) for s in GPU_STAGES])
     assert len(rows) == 3 * 6
-    assert _in_use_at_once(rows.itertuples()) <= 1 + 1e-9
+    assert _at_once(rows.itertuples()) <= 1 + 1e-9
     text = " ".join(proc.stderr.split())  # rich wraps long lines
     assert re.findall(r"phase \d+:", text) == ["phase 1:"], text[-2000:]
     assert "80 GiB each (run.gpu_memory_gb)" in text
@@ -88,20 +88,6 @@ def test_declared_gpu_memory_sizes_the_shares_in_bytes(songs, tmp_path, toy_env)
     assert plan["gpu_memory_gib"] == 80
     assert {s: plan["stages"][s]["gpus"] for s, _ in memory} == {"toy_gpu_a": 0.25, "toy_gpu_b": 0.25,
                                                                   "toy_gpu_c": 0.38}
-
-
-def _batches(rows) -> list[tuple[float, float, int]]:
-    """(start, end, pid) of each batch a stage ran (batches of one song)."""
-    return [(r.started, r.ended, r.pid) for r in rows.itertuples()]
-
-
-def _most_at_once(batches) -> int:
-    events = sorted([(s, 1) for s, _, _ in batches] + [(e, -1) for _, e, _ in batches])
-    held = peak = 0
-    for _, delta in events:
-        held += delta
-        peak = max(peak, held)
-    return peak
 
 
 @pytest.mark.slow
@@ -127,10 +113,10 @@ def test_an_elastic_pool_grows_into_a_starved_neighbours_share_and_gives_it_back
     assert len(b) == 6 and len(late) == 6
     text = " ".join(proc.stderr.split())
     assert re.search(r"toy_gpu_b 1x\([\d.]+ CPU, 0.5 GPU, grows to 2\)", text), text[-2000:]
-    assert _most_at_once(_batches(b)) == 2  # grew into the starved neighbour's half
+    assert _at_once(b.itertuples(), lambda row: 1) == 2  # grew into the starved neighbour's half
     assert late["started"].min() < b["ended"].max()  # ...and gave it back: late ran before b was done
     both = pd.concat([b, late])
-    assert _in_use_at_once(both.itertuples()) <= 1 + 1e-9  # never more than the one GPU
+    assert _at_once(both.itertuples()) <= 1 + 1e-9  # never more than the one GPU
     summary = json.loads(next((out / "_runs").glob("*/summary.json")).read_text())
     stages = {s["stage"]: s for s in summary["summary"]}
     changes = "\n".join(f"{s}: {stages[s]['pool_changes']}" for s in stages)
