@@ -121,6 +121,30 @@ def song_row(song: dict, injection: str | None = None) -> dict:
 # ------------------------------------------------------------------ watching the server
 
 _RUNNING = re.compile(r"^vllm:num_requests_running\{[^}]*\}\s+([0-9.eE+-]+)", re.M)
+_RUNNING_TIME = re.compile(r"^vllm:request_inference_time_seconds_(sum|count)\{[^}]*\}\s+([0-9.eE+-]+)", re.M)
+
+
+def running_time(root_url: str) -> tuple[float, int]:
+    """What the server's finished requests spent in its RUNNING phase, summed (seconds), and how many
+    finished: cumulative, so read before and after a block, with no sampling to miss."""
+    text = httpx.get(f"{root_url}/metrics", timeout=30.0).text
+    totals = {"sum": 0.0, "count": 0.0}
+    for kind, value in _RUNNING_TIME.findall(text):
+        totals[kind] += float(value)
+    return totals["sum"], int(totals["count"])
+
+
+def running_time_after(root_url: str, before: tuple[float, int], finished: int,
+                       wait_s: float = 10.0) -> tuple[float, int]:
+    """The (seconds, requests) the server ran since `before`, once `finished` more requests are on
+    its books (the server records a request's times just after it answers it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        seconds, count = running_time(root_url)
+        delta = (seconds - before[0], count - before[1])
+        if delta[1] >= finished or time.monotonic() > deadline:
+            return delta
+        time.sleep(0.2)
 
 
 class RunningWatcher:
